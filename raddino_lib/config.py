@@ -1,0 +1,318 @@
+"""Presets (``smoke``, ``laptop``, ``paper``) and chapter parameter validation.
+
+Every knob that any chapter or library entry point reads lives in :class:`Config`. A chapter's
+first code cell is the papermill ``parameters`` cell (``preset`` plus optional overrides); its
+second cell calls :func:`chapter_config`, which refuses unknown names and wrongly typed values
+(papermill itself only warns about them).
+
+A parameter set to ``None`` in a chapter's parameters cell means "use the preset's value".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+
+class ParameterError(ValueError):
+    """A chapter or CLI parameter has an unknown name or a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """All knobs of one run. Field names are the papermill parameter names."""
+
+    preset: str = "laptop"
+
+    # --- run -----------------------------------------------------------------------------
+    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)  # evaluation seeds (the paper uses 5)
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 where the device supports it)
+    num_workers: int = 0
+    progress: bool = True
+
+    # --- data ----------------------------------------------------------------------------
+    data_dir: str | None = None  # a dataset folder in the generic format; None: the phantom
+    phantom_n: int = 4000
+    phantom_size: int = 256
+    phantom_seed: int = 0
+    max_images: int | None = None  # cap on training images (data-size ablation)
+    cohorts: tuple[str, ...] | None = None  # restrict training data to these cohorts
+    frontal_only: bool = False
+
+    # --- backbone ------------------------------------------------------------------------
+    image_size: int = 96  # encoder input side in pixels
+    patch_size: int = 8
+    embed_dim: int = 192
+    depth: int = 6
+    num_heads: int = 3
+    init: str = "random"  # random | a local folder (DINOv2 / timm / transformers format)
+    drop_path: float = 0.1
+
+    # --- self-supervised pretraining (DINOv2 recipe, reference.md section 2) -----------
+    pretrain_steps: int = 2000
+    batch_size: int = 64
+    base_lr: float = 1e-3
+    min_lr: float = 1e-6
+    warmup_steps: int = 200
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    n_local_crops: int = 4
+    global_crop_size: int = 96
+    local_crop_size: int = 40
+    global_crop_scale: tuple[float, float] = (0.5, 1.0)  # crop side as a fraction of the image
+    local_crop_scale: tuple[float, float] = (0.2, 0.5)
+    n_prototypes: int = 1024
+    head_hidden_dim: int = 512
+    head_bottleneck_dim: int = 128
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    teacher_temp_end: float = 0.07
+    teacher_temp_warmup_steps: int = 600
+    centering: str = "centering"  # centering | sinkhorn_knopp
+    momentum_start: float = 0.992
+    momentum_end: float = 1.0
+    mim: bool = True
+    mask_sample_prob: float = 0.5
+    mask_ratio: tuple[float, float] = (0.1, 0.5)
+    ibot_weight: float = 1.0
+    koleo_weight: float = 0.1
+    grad_clip: float = 3.0
+    layer_decay: float = 0.9
+    patch_embed_lr_mult: float = 0.2
+    freeze_last_layer_steps: int = 100
+    checkpoint_every: int = 250
+
+    # --- evaluation --------------------------------------------------------------------
+    probe_epochs: int = 100
+    probe_lr: float = 5e-4
+    probe_batch_size: int = 96
+    probe_max_train: int | None = None
+    pixel_floor_size: int = 32  # side of the downsampled raw-pixel baseline
+    n_gallery: int = 4
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON view of the config (tuples become lists)."""
+        items = dataclasses.asdict(self).items()
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in items}
+
+
+_SMOKE = Config(
+    preset="smoke",
+    seeds=(0, 1),
+    phantom_n=96,
+    phantom_size=64,
+    image_size=32,
+    patch_size=8,
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    drop_path=0.0,
+    pretrain_steps=4,
+    batch_size=8,
+    warmup_steps=1,
+    n_local_crops=2,
+    global_crop_size=32,
+    local_crop_size=16,
+    n_prototypes=64,
+    head_hidden_dim=64,
+    head_bottleneck_dim=32,
+    teacher_temp_warmup_steps=2,
+    freeze_last_layer_steps=1,
+    checkpoint_every=2,
+    probe_epochs=3,
+    probe_batch_size=16,
+    pixel_floor_size=16,
+    n_gallery=2,
+)
+
+_LAPTOP = Config(preset="laptop")
+
+_PAPER = Config(
+    preset="paper",
+    seeds=(0, 1, 2, 3, 4),
+    device="cuda",
+    precision="bf16",
+    num_workers=8,
+    phantom_n=20000,
+    phantom_size=518,
+    image_size=518,
+    patch_size=14,
+    embed_dim=768,
+    depth=12,
+    num_heads=12,
+    drop_path=0.3,
+    pretrain_steps=60000,
+    batch_size=640,
+    warmup_steps=6000,
+    n_local_crops=8,
+    global_crop_size=518,
+    local_crop_size=196,
+    global_crop_scale=(0.5, 1.0),
+    local_crop_scale=(0.2, 0.5),
+    n_prototypes=65536,
+    head_hidden_dim=2048,
+    head_bottleneck_dim=256,
+    teacher_temp_warmup_steps=18000,
+    freeze_last_layer_steps=600,
+    checkpoint_every=1000,
+    probe_epochs=100,
+    probe_lr=5e-5,
+    pixel_floor_size=64,
+    n_gallery=6,
+)
+
+PRESETS: dict[str, Config] = {"smoke": _SMOKE, "laptop": _LAPTOP, "paper": _PAPER}
+DEFAULT_PRESET = "laptop"
+
+_FIELD_TYPES: dict[str, Any] = typing.get_type_hints(Config)
+VALID_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Config))
+
+# Names IPython/papermill put into a kernel's namespace that are not parameters.
+_KERNEL_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_value(name: str, value: Any, tp: Any) -> Any:
+    """Return ``value`` coerced to ``tp`` (int -> float, list -> tuple) or raise ParameterError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(name, value, arg)
+            except ParameterError as exc:
+                errors.append(str(exc))
+        raise ParameterError(
+            f"parameter {name!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+        )
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ParameterError(
+                f"parameter {name!r} must be a list of {_type_name(args[0])}, got {value!r}"
+            )
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_check_value(name, v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise ParameterError(
+                f"parameter {name!r} must have {len(args)} values, got {len(value)}: {value!r}"
+            )
+        return tuple(_check_value(name, v, a) for v, a in zip(value, args, strict=True))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ParameterError(
+        f"parameter {name!r} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+    )
+
+
+def _unknown_message(unknown: list[str]) -> str:
+    return (
+        f"unknown parameter(s) {', '.join(repr(u) for u in unknown)}. "
+        f"Valid names: {', '.join(VALID_NAMES)}"
+    )
+
+
+def validate_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Check names and types of ``params``; return them coerced (``preset`` included).
+
+    Raises:
+        ParameterError: an unknown name (the message lists the valid ones), an unknown preset,
+            or a value of the wrong type.
+    """
+    unknown = sorted(k for k in params if k not in VALID_NAMES)
+    if unknown:
+        raise ParameterError(_unknown_message(unknown))
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if value is None:  # None means: keep the preset's value
+            continue
+        if name == "preset":
+            if value not in PRESETS:
+                raise ParameterError(
+                    f"unknown preset {value!r}; choose one of {', '.join(PRESETS)}"
+                )
+            out[name] = value
+            continue
+        out[name] = _check_value(name, value, _FIELD_TYPES[name])
+    return out
+
+
+def make_config(preset: str = DEFAULT_PRESET, **overrides: Any) -> Config:
+    """The ``preset``'s config with ``overrides`` applied (validated)."""
+    checked = validate_overrides({"preset": preset, **overrides})
+    base = PRESETS[checked.pop("preset", preset)]
+    return replace(base, **checked)
+
+
+def chapter_config(namespace: Mapping[str, Any], chapter: str) -> Config:
+    """Build the config of a chapter from the variables its parameters cell defined.
+
+    Call it in the cell right after the parameters cell (and papermill's injected cell), before
+    anything else is defined: every public, non-module variable of ``namespace`` is taken as a
+    parameter. Names starting with ``_`` are ignored, so import helpers as ``_rc``.
+
+    Raises:
+        ParameterError: naming the chapter, the unknown parameters and the valid names.
+    """
+    params = {
+        k: v
+        for k, v in namespace.items()
+        if not k.startswith("_")
+        and k not in _KERNEL_NAMES
+        and not isinstance(v, types.ModuleType)
+        and not callable(v)
+    }
+    try:
+        preset = params.pop("preset", DEFAULT_PRESET) or DEFAULT_PRESET
+        return make_config(preset, **params)
+    except ParameterError as exc:
+        raise ParameterError(f"chapter {chapter!r}: {exc}") from None
+
+
+def describe(cfg: Config, keys: tuple[str, ...] | None = None) -> str:
+    """A short Markdown table of the config's values (all, or ``keys``), for chapters."""
+    base = PRESETS[cfg.preset]
+    rows = ["| parameter | value | preset default |", "|---|---|---|"]
+    for f in fields(cfg):
+        if keys is not None and f.name not in keys:
+            continue
+        v, d = getattr(cfg, f.name), getattr(base, f.name)
+        rows.append(f"| `{f.name}` | {v!r} | {'' if v == d else repr(d)} |")
+    return "\n".join(rows)
+
+
+__all__ = [
+    "Config",
+    "DEFAULT_PRESET",
+    "PRESETS",
+    "ParameterError",
+    "VALID_NAMES",
+    "chapter_config",
+    "describe",
+    "make_config",
+    "validate_overrides",
+]

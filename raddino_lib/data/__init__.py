@@ -1,0 +1,1 @@
+"""Datasets: the synthetic phantom, the generic on-disk record format, image IO."""

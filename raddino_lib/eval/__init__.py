@@ -1,0 +1,1 @@
+"""Frozen-feature evaluation: metrics, linear probes, metadata probes."""

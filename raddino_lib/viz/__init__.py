@@ -1,0 +1,1 @@
+"""Figures: data galleries, training curves, attention and patch-similarity maps."""
