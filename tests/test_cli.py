@@ -178,17 +178,3 @@ def test_module_entry_point_runs() -> None:
     assert proc.returncode == 0
     for sub in ("chapter", "book", "phantom"):
         assert sub in proc.stdout
-
-
-def test_real_first_chapter_via_cli_at_smoke(tmp_path: Path) -> None:
-    src = REPO / "chapters" / "01_data.py"
-    if not src.is_file():
-        pytest.skip("chapters/01_data.py is not written yet")
-    r = tmp_path / "proj"
-    (r / "chapters").mkdir(parents=True)
-    shutil.copy2(src, r / "chapters" / "01_data.py")
-    shutil.copy2(REPO / "_toc.yml", r / "_toc.yml")
-    (r / "pyproject.toml").write_text("[project]\nname = 'tmp'\n")
-    code = main(["chapter", "01_data", "--root", str(r), "-p", "preset", "smoke", "--no-progress"])
-    assert code == 0
-    assert (r / "results" / "smoke" / "01_data.json").is_file()

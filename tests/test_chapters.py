@@ -1,0 +1,59 @@
+"""Every chapter of the book runs at the `smoke` preset through papermill.
+
+The chapters run in a temporary project (their own results/ and .cache/), in _toc.yml order,
+sharing one cache as `make book` does.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from raddino_lib.runner import chapter_names, run_chapter
+
+REPO = Path(__file__).resolve().parents[1]
+CHAPTERS = chapter_names(REPO)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("book")
+    shutil.copytree(REPO / "chapters", root / "chapters", ignore=shutil.ignore_patterns("*.ipynb"))
+    for name in ("_toc.yml", "_config.yml", "pyproject.toml"):
+        shutil.copy2(REPO / name, root / name)
+    return root
+
+
+def test_toc_lists_the_chapters():
+    assert CHAPTERS[0] == "01_data"
+    for name in CHAPTERS:
+        assert (REPO / "chapters" / f"{name}.py").is_file()
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_runs_at_smoke(project: Path, name: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("RADDINO_ROOT", str(project))
+    nb = run_chapter(name, "smoke", root=project, progress=False)
+    assert nb.is_file()
+    res = json.loads((project / "results" / "smoke" / f"{name}.json").read_text())
+    assert res["preset"] == "smoke" and res["config"]["preset"] == "smoke"
+    CHECKS.get(name, lambda r: None)(res["results"])
+
+
+def _check_01(r: dict) -> None:
+    assert r["n_images"] == 96
+    floor = r["floor"]
+    assert floor["size"] == 16
+    aucs = [f["auprc_mean"] for f in floor["findings"] if f["auprc_mean"] is not None]
+    assert aucs and all(0.0 <= a <= 1.0 for a in aucs)
+    meta = {m["variable"]: m for m in floor["metadata"]}
+    assert set(meta) == {"sex", "age", "weight", "bmi"}
+    assert all(0.0 <= m["acc_mean"] <= 1.0 for m in meta.values())
+    rates = {m["finding"]: m for m in r["mention_rate"]}
+    assert "pulmonary_fibrosis" in rates and "no_finding" not in rates
+
+
+CHECKS = {"01_data": _check_01}
