@@ -145,3 +145,65 @@ def test_no_pixel_shortcut(tmp_path):
     print("raw-pixel AUPRC:", {k: round(v, 3) for k, v in results.items()})
     assert len(results) >= 5
     assert max(results.values()) < 0.97
+
+
+class _RecordingGlyphs(dict):
+    """GLYPHS stand-in that records which marker letter each image gets (in render order)."""
+
+    def __init__(self, base: dict) -> None:
+        super().__init__(base)
+        self.seen: list[str] = []
+
+    def __getitem__(self, key):
+        self.seen.append(key)
+        return super().__getitem__(key)
+
+
+@pytest.fixture(scope="module")
+def ds64_markers(tmp_path_factory):
+    """700 images at 64 px (~600 frontal), rendered in-process with the marker letters recorded."""
+    from raddino_lib.data.phantom import render
+
+    out = tmp_path_factory.mktemp("cue") / "ds64"
+    rec = _RecordingGlyphs(render.GLYPHS)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(render, "GLYPHS", rec)
+    try:
+        generate_dataset(out, 700, size=64, seed=21, workers=1, progress=False)
+    finally:
+        mp.undo()
+    df = load_records(out)
+    assert len(rec.seen) == len(df)  # one marker per image, in image order
+    return out, df, np.array([s == "L" for s in rec.seen])
+
+
+def test_no_trivial_cue(ds64_markers):
+    """Neither the global brightness nor the (random) burned-in side marker predicts a finding."""
+    from sklearn.metrics import average_precision_score
+
+    out, df, marker_l = ds64_markers
+    frontal = (df["view"] != "LATERAL").to_numpy()
+    sub = df[frontal]
+    mean = np.array([load_image(out, r).mean() for _, r in sub.iterrows()])
+    scores, worst = {}, {}
+    for f in schema.FINDINGS:
+        y = sub[f].to_numpy(dtype=int)
+        if y.sum() < 8 or y.sum() == len(y):
+            continue
+        prev = y.mean()
+        ap = max(average_precision_score(y, mean), average_precision_score(y, -mean))
+        apm = max(
+            average_precision_score(y, marker_l[frontal]),
+            average_precision_score(y, ~marker_l[frontal]),
+        )
+        scores[f] = (round(float(prev), 3), round(float(ap), 3), round(float(apm), 3))
+        worst[f] = max(ap, apm) - prev
+    print("finding: (prevalence, AUPRC mean intensity (+/-), AUPRC marker (L/R)):", scores)
+    assert len(scores) >= 8 and frontal.sum() >= 550
+    assert max(worst.values()) < 0.35, worst
+    # The marker letter is random (~70% "L") and independent of the findings.
+    assert 0.6 < marker_l.mean() < 0.8
+    for f in schema.FINDINGS:
+        y = df[f].to_numpy(dtype=bool)
+        if 20 <= y.sum() <= len(y) - 20:
+            assert abs(marker_l[y].mean() - marker_l[~y].mean()) < 0.2, f

@@ -140,7 +140,7 @@ def sample_pose(rng: np.random.Generator, view: str, anat: Anatomy) -> Pose:
         scale = float(target / anat.thorax_hw)
     half = scale * (anat.thorax_hw + 0.02)
     room = max(0.96 - half, 0.0)
-    tx = float(rng.uniform(-room, room) * 0.9)
+    tx = float(rng.uniform(-room, room) * (0.45 if view == "LATERAL" else 0.9))
     if view == "LATERAL":
         ty = float(rng.uniform(-0.10, 0.12))
     else:

@@ -850,89 +850,559 @@ def render_devices(cv: Canvas, g: Frontal, fx: dict, masks: dict | None) -> None
 
 
 # --------------------------------------------------------------------------- lateral
-def render_lateral(cv: Canvas, anat: Anatomy, pose: Pose, fx: dict, tex: Textures) -> None:
-    """Lateral projection: spine posterior (image right), heart anterior, both lungs overlap."""
+LAT_AIR = 2.0  # attenuation removed by both (superimposed) fully aerated lungs
+N_LAT_JITTER = 4  # per-image draws for a lateral (obliquity, arm angle, gastric bubble, tilt)
+
+
+@dataclass
+class Lateral:
+    """Derived geometry of a left-lateral view (x: anterior -> posterior, y: head -> feet).
+
+    The patient faces image left, so the spine is at image right. Scalars are patient
+    coordinates; the spine is a kyphotic curve ``xv(y)`` and the sternum a line ``x_st(y)``.
+    """
+
+    anat: Anatomy
+    y0: float  # lung apex
+    dome: dict[int, float]  # -1: right (higher), +1: left hemidiaphragm dome
+    dep: float  # half inner AP depth
+    xv0: float  # vertebral-body centre at y = -0.15
+    kc: float  # kyphotic bow
+    y_man: float  # sternal notch
+    y_xip: float  # xiphoid
+    st0: float  # sternum x at the xiphoid
+    st_slope: float  # sternum dx/dy (top more posterior)
+    y_car: float  # carina
+    x_car: float
+    obl: float  # rotation about the vertical axis: offset between the two sides
+    arm: float  # arm elevation angle from vertical (radians, towards anterior)
+    bubble: float  # gastric bubble radius (0: none)
+
+    def xv(self, y):
+        """Vertebral-body centre line at height y (kyphotic bow backwards)."""
+        t = (y + 0.15) * (1 / 0.95)
+        return self.xv0 + self.kc * (1.0 - t * t)
+
+    def x_st(self, y):
+        """Sternum centre line (runs down and forwards)."""
+        return self.st0 + self.st_slope * (self.y_xip - y)
+
+    def x_ia(self, y: float) -> float:
+        """Anterior inner chest wall (scalar)."""
+        return self.x_st(y) + 0.035 + max(self.y_man - y, 0.0) * 0.6
+
+    def x_ip(self, y: float) -> float:
+        """Posterior inner chest wall (scalar)."""
+        return self.xv(y) + 0.17
+
+    def lung_point(self, u: float, v: float, side: int = 1) -> tuple[float, float]:
+        """Lung-relative (u: anterior -> posterior, v: apex -> base) -> patient (x, y)."""
+        y = self.y0 + 0.06 + v * (self.dome[side] - self.y0)
+        xa, xp = self.x_ia(y), self.x_ip(y)
+        return xa + u * (xp - xa), y
+
+
+def lateral_geometry(anat: Anatomy, pose: Pose, jitter: np.ndarray) -> Lateral:
+    """Lateral geometry from the anatomy, pose and ``N_LAT_JITTER`` uniform draws."""
     a = anat
+    dep = 0.45 * a.thorax_hw / 0.66 + 0.05 * a.kyphosis
+    dome = {-1: a.dome_right + pose.inspiration + 0.02, 1: a.dome_left + pose.inspiration + 0.02}
+    kc = 0.02 + 0.07 * a.kyphosis
+    xv0 = dep - 0.24 - kc * 0.5
+    y_man = a.y_apex + 0.30
+    y_xip = dome[1] - 0.02
+    st0 = -dep - 0.07 - 0.03 * a.kyphosis
+    st_slope = (0.10 + 0.04 * (jitter[3] - 0.5)) / (y_xip - y_man)
+    y_car = a.y_apex + 0.45
+    t = (y_car + 0.15) / 0.95
+    x_car = xv0 + kc * (1 - t * t) - 0.25
+    obl = 0.07 * (jitter[0] - 0.5)
+    arm = 0.25 + 0.45 * jitter[1] + a.shoulder
+    bubble = 0.0 if jitter[2] < 0.15 else 0.03 + 0.06 * jitter[2]
+    return Lateral(
+        a, a.y_apex, dome, dep, xv0, kc, y_man, y_xip, st0, st_slope, y_car, x_car, obl, arm, bubble
+    )
+
+
+def _seg_dist(x, y, x1: float, y1: float, x2: float, y2: float):
+    """Distance to a segment and the position along it (0..1). x, y: (h, w)."""
+    dx, dy = x2 - x1, y2 - y1
+    L2 = dx * dx + dy * dy + 1e-12
+    t = _clip(((x - x1) * dx + (y - y1) * dy) * (1.0 / L2), 0.0, 1.0)
+    return np.hypot(x - x1 - t * dx, y - y1 - t * dy), t
+
+
+def _lat_body(cv: Canvas, g: Lateral) -> None:
+    """Soft tissue: chest, back, neck, abdomen, raised arms, breasts; shoulder girdle."""
+    a = g.anat
     x, y = cv.x, cv.y
-    depth = 0.5 + 0.12 * a.soft_depth + 0.6 * a.fat
-    yk = y + 0.1
-    neck_w = 0.2
-    ysh = a.y_apex - 0.1
-    wb = neck_w + (depth - neck_w) / (1.0 + np.exp(-(y - ysh) / 0.06))
-    cx = 0.02 * np.ones_like(x)
-    r = (x - cx) / wb
-    cv.A += (MU_SOFT * 1.5 * a.soft_depth) * _sqrt_pos(1.0 - r * r) ** 0.7
-    # Arms raised: soft tissue over the upper anterior chest.
-    sl = cv.box(-0.6, 0.3, -1.5, -0.2)
+    fat = a.fat
+    tn = _clip((g.y_man - y) * (1 / 0.3), 0.0, 1.0)  # 1 in the neck
+    front = g.x_st(y) - (0.05 + 0.7 * fat)
+    front = np.maximum(front, g.st0 - 0.22 - 1.6 * fat)  # belly
+    front += tn * (g.x_car - 0.17 - front)
+    back = g.xv(y) + (0.30 + 0.6 * fat) - 0.08 * tn
+    mid = 0.5 * (front + back)
+    r = (x - mid) / (0.5 * (back - front))
+    cv.A += ((MU_SOFT * 1.1 * a.soft_depth) * _sqrt_pos(1.0 - r * r) * (1.0 - 0.45 * tn)).astype(
+        F32
+    )
+    # Shoulder girdle (scapulae, muscles) over the upper posterior chest: the "spine sign".
+    sl = cv.box(g.x_car - 0.1, g.xv0 + 0.5, g.y0 - 0.3, g.y0 + 0.9)
     if sl is not None:
-        rr = ((cv.x[sl] + 0.15) / 0.28) ** 2 + ((cv.y[sl] + 0.8) / 0.5) ** 2
-        cv.A[sl] += (1.2 * _sqrt_pos(1.0 - rr)).astype(F32)
-    dome = a.dome_left + pose.inspiration + 0.03
-    ant, post = -depth + 0.1, depth - 0.18
-    # Spine (kyphotic with age) at the back.
-    xs = post - 0.02 - 0.1 * a.kyphosis * (1.0 - ((yk) / 0.9) ** 2)
-    sp = np.abs(x - xs)
-    ph = np.cos(2 * np.pi * (y - a.heart_y) / 0.105)
-    body = (sp < 0.075) * (0.55 + 0.45 * np.tanh(4 * (ph + 0.5)))
-    cv.A += (BONE * a.bone * 1.6 * body).astype(F32)
-    # Lungs (both superimposed).
-    sl = cv.box(ant - 0.05, post + 0.05, a.y_apex - 0.05, dome + 0.35)
+        xg, yg = cv.x[sl], cv.y[sl]
+        gird = _clip((g.y0 + 0.85 - yg) * (1 / 0.6), 0.0, 1.0) * _clip((xg - g.x_car) * 5.0, 0, 1)
+        cv.A[sl] += ((0.55 * a.soft_depth) * gird).astype(F32)
+    if a.breast > 0:
+        cy = g.dome[1] - 0.1
+        cx = g.x_st(cy) - 0.05 - 0.7 * fat
+        rx, ry = a.breast * 1.05, a.breast * 1.3
+        sl = cv.box(cx - rx, cx + rx, cy - ry, cy + ry)
+        if sl is not None:
+            xb, yb = cv.x[sl] - cx, cv.y[sl] - cy
+            yb = yb - 0.35 * np.maximum(-xb, 0.0)  # droops: lower contour curves back up
+            rr = (xb / rx) ** 2 + (yb / ry) ** 2
+            cv.A[sl] += ((0.8 * a.soft_depth) * _sqrt_pos(1.0 - rr)).astype(F32)
+
+
+def _lat_arms(cv: Canvas, g: Lateral) -> None:
+    """Arms raised forwards over the upper chest: soft tissue, humeral heads and shafts.
+
+    Both sides are superimposed, offset by the obliquity / magnification.
+    """
+    a = g.anat
+    bone = BONE * a.bone
+    xs, ys = g.xv(g.y0) - 0.32, g.y0 + 0.05 + a.shoulder
+    dxa, dya = -math.sin(g.arm), -math.cos(g.arm)
+    offs = (-0.04 - g.obl, 0.04 + g.obl)  # perpendicular offsets of the two arms
+    sl = cv.box(xs + 1.7 * dxa - 0.3, xs + 0.35, ys + 1.7 * dya, ys + 0.35)
     if sl is not None:
-        xl, yl = cv.x[sl], cv.y[sl]
-        xsl = xs[sl]
-        dia = dome + 0.22 * ((xl - ant) / (post - ant)) ** 2 - 0.05
-        top = a.y_apex + 0.25 * ((xl - 0.5 * (ant + post)) / (post - ant)) ** 2 * 4
-        u = (xl - 0.5 * (ant + xsl)) / (0.5 * (xsl - ant))
-        vv = _clip((yl - a.y_apex) / (dome - a.y_apex), 0, 1)
-        prof = (
-            _sqrt_pos(1.0 - u * u) * _clip((dia - yl) / 0.02, 0, 1) * _clip((yl - top) / 0.1, 0, 1)
+        xa, ya = cv.x[sl] - xs, cv.y[sl] - ys
+        along = xa * dxa + ya * dya
+        perp = xa * dya - ya * dxa
+        w = 1.0 / (0.19 + 0.3 * a.fat)
+        tot = np.zeros_like(xa)
+        shaft = np.zeros_like(xa)
+        for off in offs:
+            pp = (perp - off) * w
+            tot += _sqrt_pos(1.0 - pp * pp)
+            ps = np.abs(perp - off) * (1 / 0.045)
+            ps *= ps
+            shaft += _sqrt_pos(1.0 - ps) - 0.55 * _sqrt_pos(1.0 - ps * 2.56)
+        val = (0.75 * a.soft_depth) * tot * _clip(along * 4.0 + 1.0, 0.0, 1.0)
+        val += (bone * 1.3) * shaft * _clip(along * 20.0 - 1.0, 0.0, 1.0)
+        cv.A[sl] += val.astype(F32)
+    for k, off in enumerate(offs):
+        hx, hy = xs + off * dya, ys - off * dxa
+        hr = 0.105 * (1.0 + 0.04 * k)
+        sl = cv.box(hx - hr, hx + hr, hy - hr, hy + hr)
+        if sl is not None:
+            xa, ya = cv.x[sl] - hx, cv.y[sl] - hy
+            rr = (xa * xa + ya * ya) * (1 / (hr * hr))
+            head = _sqrt_pos(1.0 - rr) * 0.7 + 0.5 * _clip(1.0 - np.abs(rr - 0.85) * 6, 0, 1)
+            cv.A[sl] += (bone * head).astype(F32)
+
+
+def _lat_bones(cv: Canvas, g: Lateral) -> None:
+    """Vertebral column, sternum, humeral heads and shafts, clavicles, scapular borders."""
+    a = g.anat
+    bone = BONE * a.bone
+    # Vertebral bodies (rectangles with disc spaces, cortical rims) and posterior elements.
+    sl = cv.box(g.xv0 - 0.15, g.xv0 + 0.4, -2.0, 2.0)
+    if sl is not None:
+        x, y = cv.x[sl], cv.y[sl]
+        xv = g.xv(y)
+        dx = x - xv
+        sy = y + (2 * g.kc / 0.95**2) * (y + 0.15) * dx  # endplates perpendicular to the axis
+        pv = 0.112 + 0.012 * (sy - g.y0)
+        ph = (sy - g.y0) / pv + 0.3
+        f = ph - np.floor(ph)
+        hv = 0.068 + 0.01 * (y - g.y0)
+        ex = hv - np.abs(dx)
+        ey = np.minimum(f, 0.8 - f) * pv
+        e = np.minimum(ex, ey)
+        body = _clip(e * 250.0, 0.0, 1.0) * (0.5 + 0.7 * np.exp(np.maximum(e, 0.0) * -120.0))
+        # Pedicles / laminae behind the body, spinous processes further back.
+        pe = (dx - hv) * (1 / 0.09)
+        post = _clip(1.0 - np.abs(pe - 0.5) * 2.0, 0.0, 1.0) * _clip(
+            1.2 - np.abs(f - 0.35) * 3, 0, 1
         )
-        prof *= _clip(1.2 - 0.5 * (1 - vv) ** 2, 0, 1)
-        ha = a.ctr * a.thorax_hw * 0.75
-        hx, hy = ant + ha * 0.9, dome - 0.18
-        rh = ((xl - hx) / ha) ** 2 + ((yl - hy) / (ha * 0.85)) ** 2
-        prof *= 1.0 - 0.8 * _clip((1.0 - rh) / 0.08, 0, 1)
-        fill = np.zeros_like(prof)
-        v = _clip((yl - a.y_apex) / (dome - a.y_apex), 0, 1)
-        if "pleural_effusion" in fx:
-            h = fx["pleural_effusion"]["height"]
-            lvl = dia - h * 0.8 - 0.15 * _clip((xl - ant) / (post - ant), 0, 1)
-            fill += 0.9 * _clip((yl - lvl) / 0.04, 0, 1) * (xl > 0.5 * (ant + post))
-        if "lung_opacity" in fx or "pneumonia" in fx:
-            p = fx.get("pneumonia") or {"v": 0.6}
-            cyo = a.y_apex + p["v"] * (dome - a.y_apex)
-            fill += 0.6 * _clip(1 - ((xl - 0.1) / 0.25) ** 2 - ((yl - cyo) / 0.18) ** 2, 0, 1)
-        if "pulmonary_fibrosis" in fx:
-            R = tex.res
-            ret = tex.reticular[
-                (_clip(v, 0, 0.999) * R).astype(np.int32),
-                (_clip(xl * 0.5 + 0.5, 0, 0.999) * R).astype(np.int32),
-            ]
-            fill += 0.35 * _clip((v - 0.5) / 0.4, 0, 1) * ret
-        if "tuberculosis" in fx:
-            fill += 0.5 * _clip(
-                1 - ((xl - 0.15) / 0.15) ** 2 - ((yl - a.y_apex - 0.2) / 0.12) ** 2, 0, 1
-            )
-        cv.A[sl] -= (LUNG_AIR * 1.15 * prof * (1.0 - _clip(fill, 0, 0.95))).astype(F32)
-    # Sternum anteriorly, aortic arch, trachea.
-    sl = cv.box(ant - 0.08, ant + 0.08, a.y_apex, dome)
+        fs = ph - 0.5 * (dx - hv - 0.09) / pv
+        fs = fs - np.floor(fs)
+        spin = _clip(1.0 - np.abs(fs - 0.3) * 5.0, 0, 1) * _clip(1.0 - np.abs(pe - 1.6) * 1.4, 0, 1)
+        cv.A[sl] += (bone * (1.25 * body + 0.45 * post + 0.35 * spin)).astype(F32)
+    # Sternum: manubrium (thicker) and body, cortical edges.
+    y1 = g.y_xip + 0.04
+    x_top = g.x_st(g.y_man)
+    sl = cv.box(g.st0 - 0.06, x_top + 0.06, g.y_man - 0.02, y1)
     if sl is not None:
-        d = np.abs(cv.x[sl] - (ant + 0.03 + 0.05 * (cv.y[sl] - a.y_apex)))
-        cv.A[sl] += (
-            BONE * a.bone * 0.9 * _clip(1 - d / 0.018, 0, 1) * (cv.y[sl] > a.y_apex + 0.12)
-        ).astype(F32)
-    pts = np.array([[-0.1, -1.6], [-0.05, a.y_apex], [0.05, a.y_apex + 0.42]])
-    draw_tube(cv, pts, 0.028, -0.35, 0.0)
-    if "support_devices" in fx or "chest_tube" in fx:
-        pts = np.array([[-0.12, -1.6], [-0.07, a.y_apex], [-0.02, a.y_apex + 0.3]])
-        draw_tube(cv, pts, 0.01, 0.1, 0.4)
+        x, y = cv.x[sl], cv.y[sl]
+        d = x - g.x_st(y)
+        w = 0.022 + 0.018 * _clip((g.y_man + 0.22 - y) * 8.0, 0.0, 1.0)
+        dn = np.abs(d) / w
+        prof = _clip((1.0 - dn) * 6.0, 0.0, 1.0) * (0.45 + 0.7 * _clip(dn * 2.5 - 1.4, 0.0, 1.0))
+        prof *= _clip((y - g.y_man) * 60.0, 0.0, 1.0) * _clip((y1 - y) * 30.0, 0.0, 1.0)
+        seg = (y - g.y_man - 0.22) * (1 / 0.13)  # sternebrae below the sternal angle
+        seg = np.abs(seg - np.floor(seg) - 0.5) * 2.0
+        prof *= 1.0 - 0.45 * _clip((0.12 - np.abs(seg - 1.0)) * 10.0, 0.0, 1.0)
+        cv.A[sl] += (bone * 0.95 * prof).astype(F32)
+    xs, ys = g.xv(g.y0) - 0.32, g.y0 + 0.05 + a.shoulder
+    # Clavicles (sternal notch -> acromion) and scapular lateral borders.
+    for off in (-0.5, 0.5):
+        o = off * (0.04 + g.obl)
+        segs = (
+            (x_top + 0.03 + o, g.y_man - 0.02, xs + 0.08 + o, ys - 0.14, 0.02, 0.8),
+            (xs + 0.1 + o, ys + 0.1, g.xv(g.y0 + 0.8) + 0.15 + o, g.y0 + 0.8, 0.014, 0.6),
+        )
+        for x1, y1_, x2, y2, r, amp in segs:
+            sl = cv.box(min(x1, x2) - r, max(x1, x2) + r, min(y1_, y2) - r, max(y1_, y2) + r)
+            if sl is None:
+                continue
+            d, _ = _seg_dist(cv.x[sl], cv.y[sl], x1, y1_, x2, y2)
+            dn = d * (1 / r)
+            cv.A[sl] += (
+                bone * amp * (_sqrt_pos(1.0 - dn * dn) - 0.4 * _sqrt_pos(0.5 - dn * dn))
+            ).astype(F32)
+
+
+def render_lateral(
+    cv: Canvas,
+    anat: Anatomy,
+    pose: Pose,
+    fx: dict,
+    tex: Textures,
+    jitter: np.ndarray | None = None,
+) -> None:
+    """Left-lateral projection: spine posterior (image right), sternum and heart anterior.
+
+    jitter: ``N_LAT_JITTER`` uniform draws from the image rng (obliquity, arm elevation,
+    gastric bubble, sternal angle); 0.5 each when None.
+    """
+    if jitter is None:
+        jitter = np.full(N_LAT_JITTER, 0.5)
+    g = lateral_geometry(anat, pose, jitter)
+    a = anat
+    # Smooth terms (soft tissue, lung air) at half resolution, then bilinear upsampling.
+    lo = Canvas(cv.size // 2, pose) if cv.size % 2 == 0 and cv.size >= 64 else cv
+    _lat_body(lo, g)
+    _lat_arms(lo, g)
+    _lat_lungs(lo, cv, g, fx, tex)
+    if lo is not cv:
+        cv.A += _Interp.up(lo.A, cv.size)
+    _lat_bones(cv, g)
+    _lat_devices(cv, g, fx)
     if "nodule" in fx:
         p = fx["nodule"]
-        cx_, cy_ = 0.1 + 0.2 * (p["q"] - 0.5), a.y_apex + p["v"] * (dome - a.y_apex)
-        sl = cv.box(cx_ - p["r"], cx_ + p["r"], cy_ - p["r"], cy_ + p["r"])
+        cx, cy = g.lung_point(0.2 + 0.6 * p["q"], p["v"], p["side"])
+        r = p["r"]
+        sl = cv.box(cx - r, cx + r, cy - r, cy + r)
         if sl is not None:
-            rr = ((cv.x[sl] - cx_) ** 2 + (cv.y[sl] - cy_) ** 2) / p["r"] ** 2
-            cv.A[sl] += (p["amp"] * 0.7 * _sqrt_pos(1 - rr)).astype(F32)
+            rr = ((cv.x[sl] - cx) ** 2 + (cv.y[sl] - cy) ** 2) / (r * r)
+            cv.A[sl] += (p["amp"] * 0.9 * _sqrt_pos(1.0 - rr)).astype(F32)
+    del a
+
+
+_LAT_TEXTURED = (
+    "lung_opacity",
+    "pneumonia",
+    "pulmonary_fibrosis",
+    "tuberculosis",
+    "pleural_thickening",
+)
+
+
+def _lat_frame(g: Lateral, x: np.ndarray, y: np.ndarray):
+    """Lung-relative coordinates: (x_ia, x_ip, u, ub, below) with below[s] = 1 above the
+    hemidiaphragm of side s (two domes sloping down into the posterior sulci)."""
+    dmax = max(g.dome.values())
+    x_ia = g.x_st(y) + 0.035 + np.maximum(g.y_man - y, 0.0) * 0.6
+    x_ip = g.xv(y) + 0.17
+    u = (x - x_ia) / np.maximum(x_ip - x_ia, 0.05)
+    xb_a, xb_p = g.x_ia(dmax), g.x_ip(dmax)
+    ub = (x - xb_a) * (1 / (xb_p - xb_a))
+    below = {}
+    for s in (-1, 1):
+        du = ub + (s * g.obl - 0.4)
+        dia = g.dome[s] + du * du * np.where(du < 0, F32(1.0), F32(0.95))
+        below[s] = _clip((dia - y) * 70.0, 0.0, 1.0)
+    return x_ia, x_ip, u, ub, below
+
+
+def _lat_lungs(cv: Canvas, full: Canvas, g: Lateral, fx: dict, tex: Textures) -> None:
+    """Both lungs superimposed, two hemidiaphragms, heart, great vessels, airways, findings.
+
+    Smooth air / soft-tissue terms go to ``cv`` (may be a half-resolution canvas); the ribs
+    and the mediastinal lines go to ``full``.
+    """
+    a = g.anat
+    y0 = g.y0
+    dmax = max(g.dome.values())
+    xa_min = g.x_st(dmax + 0.3) - 0.05
+    xp_max = g.xv0 + g.kc + 0.25
+    sl = cv.box(xa_min, xp_max, y0 - 0.05, dmax + 0.4)
+    if sl is None:
+        return
+    x, y = cv.x[sl], cv.y[sl]
+    x_ia, x_ip, u, ub, below = _lat_frame(g, x, y)
+    xap = g.xv(y0) - 0.27
+    ty = (x - xap) * (1 / g.dep)
+    y_top = y0 + 0.55 * ty * ty
+    edge = np.minimum(np.minimum((x - x_ia) * 18.0, (x_ip - x) * 9.0), (y - y_top) * 14.0)
+    wv = 0.5 + 0.5 * _clip((y - y0) * (1 / 0.75), 0.0, 1.0)
+    uu = 2.0 * u - 1.0
+    core = (LAT_AIR * _clip(edge, 0.0, 1.0)) * wv * (0.7 + 0.3 * _sqrt_pos(1.0 - uu * uu))
+    fills = {-1: None, 1: None}
+
+    def add(s: int, f: np.ndarray) -> None:
+        for side in (-1, 1) if s == 0 else (s,):
+            fills[side] = f if fills[side] is None else fills[side] + f
+
+    R = tex.res
+    if any(k in fx for k in _LAT_TEXTURED):
+        v = _clip((y - y0) / (dmax - y0), 0.0, 0.999)
+        vi = (v * R).astype(np.int32)
+        ui = (_clip(u, 0.0, 0.999) * R).astype(np.int32)
+    if "pleural_effusion" in fx:
+        p = fx["pleural_effusion"]
+        for s in p["sides"]:
+            lvl = g.dome[s] + 0.3 - 2.0 * p["height"]
+            lvl = lvl - (0.6 * p["height"] + 0.04) * _clip((ub - 0.45) * 2.0, 0.0, 1.0) ** 2
+            add(s, 0.95 * _clip((y - lvl) * 30.0, 0.0, 1.0))
+    if "lung_opacity" in fx:
+        mot = tex.mottle[vi, ui]
+        for s, q0, v0, rx, ry, amp in fx["lung_opacity"]["blobs"]:
+            cx, cy = g.lung_point(0.15 + 0.7 * q0, v0, s)
+            r2 = ((x - cx) / (rx * 1.2)) ** 2 + ((y - cy) / ry) ** 2
+            add(s, amp * _clip(1.0 - r2, 0.0, 1.0) ** 0.7 * (0.55 + 0.9 * mot))
+    if "pneumonia" in fx:
+        p = fx["pneumonia"]
+        s = p["side"]
+        lower = p["v"] > 0.62
+        uc = 0.55 + 0.3 * p["q"] if lower else 0.22
+        cx, cy = g.lung_point(uc, p["v"] - 0.1, s)
+        r2 = ((x - cx) / (p["rx"] * 1.4)) ** 2 + ((y - cy) / (p["ry"] * 1.3)) ** 2
+        b = np.minimum(_clip(1.0 - r2, 0.0, 1.0) * 2.2, 1.0)
+        # Major fissure: posterior-superior -> anterior diaphragm; sharp lobar margin.
+        f1 = (g.x_ip(y0 + 0.35) - 0.08, y0 + 0.35)
+        f2 = (g.x_ia(dmax) + 0.2, g.dome[s] + 0.01)
+        nx, ny = f2[1] - f1[1], -(f2[0] - f1[0])
+        nn = math.hypot(nx, ny)
+        sd = ((x - f1[0]) * nx + (y - f1[1]) * ny) * (1 / nn)  # > 0: posterior-inferior
+        b *= _clip((sd if lower else -sd) * 80.0 + 0.5, 0.0, 1.0)
+        mot = tex.mottle[vi, ui]
+        add(s, p["amp"] * b * (0.8 + 0.3 * mot))
+    if "pulmonary_fibrosis" in fx:
+        p = fx["pulmonary_fibrosis"]
+        ret = tex.reticular[(vi + p["off"]) % R, (ui + p["off"] * 3) % R]
+        w = _clip((v - 0.4) * 2.5, 0.0, 1.0) * _clip((u - 0.25) * 2.5, 0.0, 1.0)
+        add(0, p["amp"] * 0.8 * ret * w)
+    if "tuberculosis" in fx:
+        p = fx["tuberculosis"]
+        mot = tex.mottle[vi, ui]
+        for s, q0, v0, r, amp in p["blobs"]:
+            cx, cy = g.lung_point(0.45 + 0.4 * q0, v0, s)
+            r2 = ((x - cx) / (r * 1.4)) ** 2 + ((y - cy) / r) ** 2
+            add(s, amp * _clip(1.0 - r2, 0.0, 1.0) ** 0.7 * (0.4 + 1.2 * mot))
+        for s, q0, v0, r in p["cavities"]:
+            cx, cy = g.lung_point(0.45 + 0.4 * q0, v0, s)
+            d = np.hypot(x - cx, y - cy)
+            add(s, 0.8 * _clip(1.0 - np.abs(d - r) / (0.35 * r), 0, 1) - 0.35 * (d < r * 0.8))
+    if "pleural_thickening" in fx:
+        p = fx["pleural_thickening"]
+        t = p["thick"]
+        if p["apical"]:
+            add(p["side"], 0.9 * _clip((y_top + t - y) * 150.0, 0.0, 1.0))
+        else:
+            w = _clip(1.0 - np.abs(v - p["v"]) / p["extent"], 0.0, 1.0)
+            add(p["side"], 0.9 * w * _clip((x - x_ip + t * 1.5) * 150.0, 0.0, 1.0))
+    extra = None
+    if "pneumothorax" in fx:
+        p = fx["pneumothorax"]
+        dist = y - y_top
+        depth = p["depth"] * _clip(1.0 - u, 0.3, 1.0)
+        reg = (dist < depth) * _clip(edge, 0.0, 1.0)
+        extra = (p["side"], reg, 0.22 * _clip(1.0 - np.abs(dist - depth) / p["line"], 0, 1))
+    side_air = []
+    for s in (-1, 1):
+        f = fills[s]
+        side_air.append(below[s] if f is None else below[s] * (1.0 - _clip(f, -0.4, 0.97)))
+    air = core * (0.5 * (side_air[0] + side_air[1]))
+    # Heart: anterior-inferior, resting on the diaphragm, tilted (apex anterior-inferior).
+    ha = 0.95 * a.ctr * a.thorax_hw
+    hb = ha * (0.72 + 0.25 * (a.heart_aspect - 0.79))
+    phi = -0.6
+    hx = g.x_st(g.dome[1] - 0.12) + 0.035 + ha * 0.85
+    hy = g.dome[1] - 0.5 * hb + 0.3 * (a.heart_y + 0.16)
+    c, s_ = math.cos(phi), math.sin(phi)
+    # (heart, IVC, hilum and ribs are evaluated in their own sub-boxes of the lung box)
+    e = 1.2 * ha
+    hs = _sub(sl, cv.box(hx - e, hx + e, hy - e, hy + e))
+    if hs is not None:
+        ddx, ddy = x[hs] - hx, y[hs] - hy
+        rh = ((c * ddx + s_ * ddy) / (1.15 * ha)) ** 2 + ((-s_ * ddx + c * ddy) / hb) ** 2
+        # Denser towards its diaphragmatic surface: silhouettes the anterior left hemidiaphragm.
+        hden = 0.62 + 0.33 * _clip(ddy * (1 / hb) + 0.2, 0.0, 1.0)
+        air[hs] *= 1.0 - hden * _clip((1.0 - rh) * 7.0, 0.0, 1.0)
+    # IVC at the posterior-inferior heart border.
+    ix, iy = hx + 0.75 * ha, g.dome[-1] - 0.02
+    hs = _sub(sl, cv.box(ix - 0.06, ix + 0.06, iy - 0.1, iy + 0.1))
+    if hs is not None:
+        r2 = ((x[hs] - ix) / 0.06) ** 2 + ((y[hs] - iy) / 0.1) ** 2
+        air[hs] *= 1.0 - 0.5 * _clip(1.0 - r2, 0.0, 1.0)
+    # Hilum: pulmonary arteries around the carina.
+    ix, iy = g.x_car + 0.04, g.y_car + 0.1
+    hs = _sub(sl, cv.box(ix - 0.2, ix + 0.2, iy - 0.27, iy + 0.27))
+    if hs is not None:
+        r2 = ((x[hs] - ix) / 0.11) ** 2 + ((y[hs] - iy) / 0.15) ** 2
+        air[hs] *= 1.0 - 0.35 * np.exp(-2.0 * r2)
+    if extra is not None:
+        s, reg, line = extra
+        air += core * 0.06 * reg * below[s]
+    # Lung markings: vessel textures radiating from the hilum, anterior and posterior.
+    qv = _clip(np.abs(x - ix) * (1 / 0.55), 0.0, 0.999)
+    vv = _clip(0.52 + (y - iy) * (1 / 1.3), 0.0, 0.999)
+    k0, k1 = (a.texture % N_TEX) * R * R, ((a.texture + 1) % N_TEX) * R * R
+    flat = (vv * R).astype(np.int32) * R + (qv * R).astype(np.int32)
+    flat += np.where(x > ix, np.int32(k1), np.int32(k0))
+    ves = tex.vessels.reshape(-1).take(flat)
+    A = cv.A[sl]
+    A -= (air * (1.0 - (0.28 / LAT_AIR) * ves)).astype(F32)
+    if extra is not None:
+        A += (extra[2] * core * (1 / LAT_AIR)).astype(F32)
+    # Posterior ribs of both sides (magnification / obliquity offset), down-forwards.
+    rb = full.box(g.xv0 - 0.45, xp_max, y0, dmax + 0.36)
+    if rb is not None:
+        xr, yr = full.x[rb], full.y[rb]
+        _, xr_ip, ur, _, br = _lat_frame(g, xr, yr)
+        dr = xr_ip - xr
+        slope = 0.45 + 2.0 * (a.rib_drop - 0.13) + 0.1 * a.kyphosis
+        pitch = (dmax + 0.2 - y0) / 10.0
+        wr = 2.5 * a.rib_r * math.sqrt(1.0 + slope * slope) / pitch
+        fade = _clip((ur - 0.2) * 3.0, 0.0, 1.0) * _clip(dr * 30.0 + 1.5, 0.0, 1.0)
+        fade *= _clip((yr - y0) * 20.0, 0.0, 1.0)
+        fade *= np.maximum(br[-1], br[1])
+        base = yr - y0 - 0.25 * dr * dr
+        ribs = np.zeros_like(xr)
+        for k, m in enumerate((1.0, 1.05)):
+            o = (k - 0.5) * g.obl
+            ph = (base + (m - 1.0) * yr + (0.5 * o - slope * o) - (slope * m) * dr) * (1 / pitch)
+            f = ph - np.floor(ph)
+            t = f * (1 / wr)
+            e = np.minimum(t, 1.0 - t)
+            ribs += (
+                (ph > 0.0)
+                * (ph < 11.0)
+                * _clip(e * 12.0, 0.0, 1.0)
+                * (0.45 + 0.6 * _clip(1.0 - e * 5.0, 0.0, 1.0))
+            )
+        full.A[rb] += (BONE * a.bone * 0.45 * ribs * fade).astype(F32)
+    # Gastric bubble under the left hemidiaphragm.
+    if g.bubble > 0:
+        bx, by = g.lung_point(0.3, 1.0, 1)
+        by += g.bubble + 0.03
+        sb = cv.box(bx - 1.5 * g.bubble, bx + 1.5 * g.bubble, by - g.bubble, by + g.bubble)
+        if sb is not None:
+            rr = ((cv.x[sb] - bx) / (1.4 * g.bubble)) ** 2 + ((cv.y[sb] - by) / g.bubble) ** 2
+            cv.A[sb] -= (0.7 * _sqrt_pos(1.0 - rr) * (cv.y[sb] < by + 0.3 * g.bubble)).astype(F32)
+    _lat_mediastinum(full, g)
+
+
+def _lat_mediastinum(cv: Canvas, g: Lateral) -> None:
+    """Trachea (air column), carina bronchus ring, aorta (ascending, arch, descending)."""
+    a = g.anat
+    xt0, yt0 = g.x_car - 0.14, -2.0
+    rt = 0.042
+    sl = cv.box(xt0 - rt, g.x_car + rt, yt0, g.y_car + 0.05)
+    if sl is not None:
+        d, t = _seg_dist(cv.x[sl], cv.y[sl], xt0, yt0, g.x_car, g.y_car)
+        dn = d * (1 / rt)
+        cv.A[sl] -= (
+            0.55 * _sqrt_pos(1.0 - dn * dn) - 0.08 * _clip(1 - np.abs(dn - 1) * 6, 0, 1)
+        ).astype(F32)
+    # End-on upper lobe bronchus: lucent ring below the carina.
+    bx, by, br = g.x_car + 0.05, g.y_car + 0.07, 0.024
+    sl = cv.box(bx - 1.5 * br, bx + 1.5 * br, by - 1.5 * br, by + 1.5 * br)
+    if sl is not None:
+        dn = np.hypot(cv.x[sl] - bx, cv.y[sl] - by) * (1 / br)
+        cv.A[sl] += (
+            0.12 * _clip(1 - np.abs(dn - 1.1) * 5, 0, 1) - 0.2 * _sqrt_pos(1 - dn * dn)
+        ).astype(F32)
+    # Aorta: candy cane, radius grows with the knob / mediastinal width (aortic enlargement).
+    ra = 0.045 + 0.7 * (a.knob - 0.028) + 0.5 * (a.med_hw - 0.085)
+    x_d = g.xv(g.y_car) - 0.068 - 0.01 - ra * 0.6
+    x_as = g.x_car - 0.13 - 1.5 * (ra - 0.045)
+    R = 0.5 * (x_d - x_as)
+    cxa = 0.5 * (x_d + x_as)
+    cya = g.y_car - 0.17 - 0.8 * (ra - 0.045) + R
+    ybot = g.dome[1] + 0.1
+    sl = cv.box(x_as - ra, x_d + ra, cya - R - ra, ybot)
+    if sl is None:
+        return
+    x, y = cv.x[sl], cv.y[sl]
+    hyp = np.hypot(x - cxa, y - cya)
+    up = y < cya
+    d = np.where(
+        up, np.abs(hyp - R), np.minimum(np.abs(x - x_as) + 10 * (y > cya + 0.45), np.abs(x - x_d))
+    )
+    dn = d * (1 / ra)
+    prof = _sqrt_pos(1.0 - dn * dn) * _clip((ybot - y) * 20.0, 0.0, 1.0)
+    val = 0.3 * prof
+    if a.calcification > 0.3:
+        val += (
+            (0.5 * a.calcification)
+            * _clip(1.0 - np.abs(hyp - R - 0.8 * ra) * 150.0, 0, 1)
+            * (y < cya - 0.6 * R)
+        )
+    cv.A[sl] += val.astype(F32)
+
+
+def _lat_devices(cv: Canvas, g: Lateral, fx: dict) -> None:
+    """Chest tube and support devices projected on the lateral view."""
+    if "chest_tube" in fx:
+        p = fx["chest_tube"]
+        ex, ey = g.lung_point(0.55, p["entry_v"], p["side"])
+        tx, ty = g.lung_point(0.2 + 0.5 * p["tip_q"], 0.05, p["side"])
+        inner = bezier((ex, ey), (ex + 0.05, ty + 0.5 * (ey - ty)), (tx, ty), 9)
+        outer = np.array([[ex + 0.05, ey + 0.45], [ex + 0.02, ey + 0.15]])
+        pts = np.concatenate([outer, inner], axis=0)
+        draw_tube(cv, pts, p["radius"], 0.10, 0.42, hole=(p["hole"] + 0.3, 0.025))
+    dev = fx.get("support_devices", {})
+    if dev.get("ett"):
+        pts = np.array([[g.x_car - 0.14, -2.0], [g.x_car - 0.02, g.y_car - 0.1]])
+        draw_tube(cv, pts, 0.014, 0.12, 0.4)
+    if dev.get("ng"):
+        x_e = g.xv(g.y_car) - 0.1
+        bx, by = g.lung_point(0.3, 1.0, 1)
+        pts = bezier((x_e - 0.06, -2.0), (x_e + 0.02, g.dome[1] - 0.2), (bx, by + 0.15), 8)
+        draw_tube(cv, pts, 0.007, 0.08, 0.4)
+    if dev.get("line"):
+        pts = bezier(
+            (g.x_st(g.y_man) + 0.1, g.y_man - 0.05),
+            (g.x_car - 0.1, g.y_man),
+            (g.x_car - 0.08, g.y_car + 0.05),
+            7,
+        )
+        draw_tube(cv, pts, 0.005, 0.05, 0.45)
+    for ex, ey in dev.get("ecg", []):
+        ex = g.x_st(ey) - 0.08 + 0.4 * (ex + 0.5)
+        sl = cv.box(ex - 0.03, ex + 0.03, ey - 0.03, ey + 0.03)
+        if sl is not None:
+            d = np.hypot(cv.x[sl] - ex, cv.y[sl] - ey)
+            cv.A[sl] += (
+                0.6 * _clip(1 - np.abs(d - 0.018) / 0.004, 0, 1) + 0.9 * (d < 0.006)
+            ).astype(F32)
+        pts = bezier((ex, ey), (ex - 0.1, ey - 0.1), (ex - 0.15, ey - 0.3), 4)
+        draw_tube(cv, pts, 0.003, 0.0, 0.3)
+    if dev.get("pacer"):
+        px_, py_ = g.x_st(g.y_man + 0.15) - 0.1, g.y_man + 0.12
+        sl = cv.box(px_ - 0.04, px_ + 0.04, py_ - 0.07, py_ + 0.07)
+        if sl is not None:
+            bx_ = np.abs(cv.x[sl] - px_) / 0.025
+            by_ = np.abs(cv.y[sl] - py_) / 0.06
+            cv.A[sl] += (2.2 * _clip((1.0 - np.maximum(bx_, by_)) / 0.15, 0, 1)).astype(F32)
+        hx, hy = g.lung_point(0.12, 0.92, 1)
+        pts = bezier((px_, py_), (g.x_car - 0.05, g.y_car + 0.1), (hx, hy), 8)
+        draw_tube(cv, pts, 0.005, 0.1, 0.6)
 
 
 # --------------------------------------------------------------------------- acquisition
@@ -1013,8 +1483,14 @@ def acquire(
     return _blur3(v, float(w))
 
 
-def finish(img: np.ndarray, cohort: str, view: str, rng: np.random.Generator) -> np.ndarray:
-    """Collimation, border and burned-in side marker. (S, S) -> (S, S) in [0, 1]."""
+def finish(
+    img: np.ndarray, cohort: str, view: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Collimation, border and burned-in side marker.
+
+    Returns the image (S, S) in [0, 1] and the exposed field (S, S) bool: the pixels that the
+    collimator leaves visible (masks are clipped to it, as an annotator only draws what shows).
+    """
     st = ACQUISITION[cohort]
     S = img.shape[0]
     lo_c, hi_c = st["coll"]
@@ -1043,7 +1519,7 @@ def finish(img: np.ndarray, cohort: str, view: str, rng: np.random.Generator) ->
     c0 = int(_clip(c0, 0, S - gw))
     patch = out[r0 : r0 + gh, c0 : c0 + gw]
     patch[g] = st["marker_value"]
-    return _clip(out, 0.0, 1.0)
+    return _clip(out, 0.0, 1.0), inside > 0.5
 
 
 # ------------------------------------------------------------------------------- entry
@@ -1084,7 +1560,7 @@ def render_image(
     cv = Canvas(size, pose)
     tex = get_textures(size)
     if view == "LATERAL":
-        render_lateral(cv, anat, pose, fx, tex)
+        render_lateral(cv, anat, pose, fx, tex, rng.random(N_LAT_JITTER))
         masks = None
     else:
         g = frontal_geometry(anat, pose, view)
@@ -1096,8 +1572,10 @@ def render_image(
         if "nodule" in fx:
             render_nodule(cv, g, fx["nodule"])
         render_devices(cv, g, fx, masks)
-        if masks is not None:
-            split_zones(masks)
     img = acquire(cv.A, cohort, view, anat.soft_depth, rng)
-    img = finish(img, cohort, view, rng)
+    img, exposed = finish(img, cohort, view, rng)
+    if masks is not None:
+        for m in masks.values():
+            m &= exposed
+        split_zones(masks)
     return img, masks
