@@ -169,24 +169,11 @@ def prototype_diagnostics(teacher_probs: torch.Tensor) -> dict[str, float]:
     }
 
 
-class DINOLoss(nn.Module):
-    """DINO CLS-token loss.
-
-    Args:
-        n_prototypes: ``K``.
-        student_temp: ``T_s`` (0.1).
-        center_momentum: EMA momentum of the centre (0.9).
-        centering: ``"centering"`` (EMA mean centring) or ``"sinkhorn_knopp"``.
-        sinkhorn_iterations: 3.
+class TeacherTargetLoss(nn.Module):
+    """Shared state of the DINO and iBOT losses: temperatures, centering mode and the centre.
 
     Buffers:
         center: ``[1, K]``, the EMA of teacher logits (saved in the state dict).
-
-    Usage per step::
-
-        t = loss.teacher_probs(teacher_logits, teacher_temp)  # [2B, K], crop-major, no grad
-        t_list = list(t.chunk(2))
-        value = loss(student_global_list, t_list, student_local_list)
     """
 
     def __init__(
@@ -211,6 +198,27 @@ class DINOLoss(nn.Module):
                 f"{what} has {x.shape[-1]} prototypes in shape {tuple(x.shape)}, "
                 f"expected {self.n_prototypes}"
             )
+
+
+class DINOLoss(TeacherTargetLoss):
+    """DINO CLS-token loss.
+
+    Args:
+        n_prototypes: ``K``.
+        student_temp: ``T_s`` (0.1).
+        center_momentum: EMA momentum of the centre (0.9).
+        centering: ``"centering"`` (EMA mean centring) or ``"sinkhorn_knopp"``.
+        sinkhorn_iterations: 3.
+
+    Buffers:
+        center: ``[1, K]``, the EMA of teacher logits (saved in the state dict).
+
+    Usage per step::
+
+        t = loss.teacher_probs(teacher_logits, teacher_temp)  # [2B, K], crop-major, no grad
+        t_list = list(t.chunk(2))
+        value = loss(student_global_list, t_list, student_local_list)
+    """
 
     @torch.no_grad()
     def update_center(self, teacher_logits: torch.Tensor) -> None:

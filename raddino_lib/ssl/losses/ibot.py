@@ -21,10 +21,9 @@ Sinkhorn-Knopp with ``B`` = the total number of masked patches (all ranks).
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from raddino_lib.ssl.losses.dino import (
-    check_centering,
+    TeacherTargetLoss,
     cross_entropy,
     dist_mean_,
     dist_sum_,
@@ -47,7 +46,7 @@ def masked_weights(masks: torch.Tensor) -> torch.Tensor:
     return per_image.unsqueeze(-1).expand_as(masks)[masks]
 
 
-class IBOTPatchLoss(nn.Module):
+class IBOTPatchLoss(TeacherTargetLoss):
     """iBOT patch loss on masked patches.
 
     Args:
@@ -60,29 +59,6 @@ class IBOTPatchLoss(nn.Module):
     Buffers:
         center: ``[1, K]``.
     """
-
-    def __init__(
-        self,
-        n_prototypes: int,
-        student_temp: float = 0.1,
-        center_momentum: float = 0.9,
-        centering: str = "centering",
-        sinkhorn_iterations: int = 3,
-    ) -> None:
-        super().__init__()
-        self.n_prototypes = n_prototypes
-        self.student_temp = student_temp
-        self.center_momentum = center_momentum
-        self.centering = check_centering(centering)
-        self.sinkhorn_iterations = sinkhorn_iterations
-        self.register_buffer("center", torch.zeros(1, n_prototypes))
-
-    def _check_k(self, x: torch.Tensor, what: str) -> None:
-        if x.shape[-1] != self.n_prototypes:
-            raise ValueError(
-                f"{what} has {x.shape[-1]} prototypes in shape {tuple(x.shape)}, "
-                f"expected {self.n_prototypes}"
-            )
 
     @torch.no_grad()
     def update_center(self, teacher_masked_logits: torch.Tensor) -> None:
