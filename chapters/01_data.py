@@ -123,24 +123,7 @@ plt.show()
 # magnified heart and projected scapulae, and the lateral's different silhouette.
 
 # %%
-views = [v for v in ("PA", "AP", "LATERAL") if (df.view == v).any()]
-fig, axes = plt.subplots(len(views), len(cohorts), figsize=(2.2 * len(cohorts), 2.2 * len(views)),
-                         squeeze=False)
-for i, v in enumerate(views):
-    for j, c in enumerate(cohorts):
-        ax = axes[i, j]
-        ax.set_xticks([])
-        ax.set_yticks([])
-        sel = df[(df.view == v) & (df.cohort == c)]
-        if len(sel):
-            ax.imshow(load_image(root, sel.iloc[0].path), cmap="gray", vmin=0, vmax=1)
-        else:
-            ax.set_facecolor("0.9")
-        if i == 0:
-            ax.set_title(c, fontsize=9)
-        if j == 0:
-            ax.set_ylabel(v)
-fig.tight_layout()
+fig = vdata.views_grid(root, df, cohorts)
 plt.show()
 
 # %% [markdown]
@@ -153,23 +136,7 @@ plt.show()
 
 # %%
 row = df[(df.view == "PA") & (df.mask_path.fillna("") != "")].iloc[0]
-masks = load_masks(root, row)
-img = load_image(root, row.path)
-zones = np.zeros(img.shape, dtype=int)
-for k, name in enumerate(["zone_right_upper", "zone_right_mid", "zone_right_lower",
-                          "zone_left_upper", "zone_left_mid", "zone_left_lower"], start=1):
-    zones[masks[name]] = k
-ribs = np.zeros(img.shape, dtype=int)
-for k, name in enumerate(sorted(n for n in masks if n.startswith("rib_")), start=1):
-    ribs[masks[name]] = k
-fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
-for ax, (title, lab) in zip(axes, [("image", None), ("lung zones", zones), ("ribs", ribs)],
-                            strict=True):
-    ax.imshow(img, cmap="gray", vmin=0, vmax=1)
-    if lab is not None:
-        ax.imshow(np.ma.masked_equal(lab, 0), cmap="tab20", alpha=0.5, interpolation="nearest")
-    ax.set_title(title)
-    ax.axis("off")
+fig = vdata.mask_panels(load_image(root, row.path), load_masks(root, row))
 plt.show()
 
 # %% [markdown]

@@ -147,3 +147,51 @@ def resolution_figure(
                 ax.set_ylabel(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def views_grid(root: str | Path, df: pd.DataFrame, cohorts: Sequence[str]) -> Figure:
+    """One image per view (rows: PA, AP, LATERAL where present) and cohort (columns)."""
+    from raddino_lib.data.records import load_image
+
+    views = [v for v in ("PA", "AP", "LATERAL") if (df["view"] == v).any()]
+    fig, axes = plt.subplots(
+        len(views), len(cohorts), figsize=(2.2 * len(cohorts), 2.2 * len(views)), squeeze=False
+    )
+    for i, v in enumerate(views):
+        for j, c in enumerate(cohorts):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            sel = df[(df["view"] == v) & (df["cohort"] == c)]
+            if len(sel):
+                ax.imshow(load_image(root, sel.iloc[0]["path"]), cmap="gray", vmin=0, vmax=1)
+            else:
+                ax.set_facecolor("0.9")
+            if i == 0:
+                ax.set_title(c, fontsize=9)
+            if j == 0:
+                ax.set_ylabel(v)
+    fig.tight_layout()
+    return fig
+
+
+def mask_panels(img: np.ndarray, masks: dict[str, np.ndarray]) -> Figure:
+    """The image ``[H, W]``, its six lung zones and its 20 ribs as coloured label overlays."""
+    from raddino_lib.data.schema import RIB_MASKS, ZONE_MASKS
+
+    def labels(names: Sequence[str]) -> np.ndarray:
+        lab = np.zeros(img.shape, dtype=int)
+        for k, name in enumerate(names, start=1):
+            if name in masks:
+                lab[masks[name]] = k
+        return lab
+
+    panels = [("image", None), ("lung zones", labels(ZONE_MASKS)), ("ribs", labels(RIB_MASKS))]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    for ax, (title, lab) in zip(axes, panels, strict=True):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1)
+        if lab is not None:
+            ax.imshow(np.ma.masked_equal(lab, 0), cmap="tab20", alpha=0.5, interpolation="nearest")
+        ax.set_title(title)
+        ax.axis("off")
+    return fig
