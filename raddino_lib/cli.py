@@ -5,6 +5,14 @@ Subcommands::
     raddino chapter NAME [--preset P] [-p key value ...] [-y YAML] [-f FILE]
     raddino book [--preset P] [--no-run] [--chapters A B ...]
     raddino phantom --out DIR --n N --size S --seed K [--overwrite] [--workers W]
+    raddino pretrain --preset P [--data DIR] --out RUN [--init random|PATH] [--no-mim]
+                     [--resolution R] [--max-images N] [--cohorts C ...] [-p key value ...]
+    raddino export RUN --out DIR [--student] [--overwrite]
+
+``pretrain`` also runs under ``torchrun --nproc_per_node=K -m raddino_lib.cli pretrain ...``
+(DistributedDataParallel; gloo on CPU, NCCL on GPU; only rank 0 writes). Multi-node: add
+torchrun's own rendezvous options (``--nnodes``, ``--node_rank``, ``--rdzv_backend c10d``,
+``--rdzv_endpoint HOST:PORT``) on every node; nothing else changes.
 
 Exit codes: 0 success, 1 a chapter / build / run failed, 2 bad arguments or parameters.
 
@@ -62,6 +70,18 @@ def _collect_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def _add_param_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-p",
+        "--param",
+        dest="params",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="override a config field (values parse as True/False/None/int/float, else string)",
+    )
+
+
 def _print_err(msg: str) -> None:
     print(f"raddino: error: {msg}", file=sys.stderr)
 
@@ -82,15 +102,7 @@ def _add_chapter(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", help="chapter name, e.g. 01_data")
     p.add_argument("--preset", default=None, help="smoke | laptop | paper (default laptop)")
-    p.add_argument(
-        "-p",
-        "--param",
-        dest="params",
-        nargs=2,
-        action="append",
-        metavar=("NAME", "VALUE"),
-        help="override a parameter (values parse as True/False/None/int/float, else string)",
-    )
+    _add_param_option(p)
     p.add_argument("-y", "--yaml", default=None, help="parameters as a YAML mapping string")
     p.add_argument("-f", "--param-file", default=None, help="parameters from a YAML file")
     p.add_argument("--root", default=None, help="project root (default: found automatically)")
@@ -222,13 +234,125 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# pretrain
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="continual DINOv2 pretraining (resumes an existing run folder)",
+        description=(
+            "Train a ViT with the DINOv2 recipe (DINO + iBOT + KoLeo, EMA teacher) at a preset. "
+            "Re-running the same command on the same --out folder resumes from its newest "
+            "checkpoint. Under torchrun every process runs this same command."
+        ),
+    )
+    p.add_argument("--preset", default="laptop", help="smoke | laptop | paper (default laptop)")
+    p.add_argument("--data", default=None, help="dataset folder (default: the cached phantom)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl)")
+    p.add_argument("--init", default=None, help="random, or a local weights folder / file")
+    p.add_argument("--no-mim", action="store_true", help="drop the iBOT masked-image loss")
+    p.add_argument("--resolution", type=int, default=None, help="encoder input side (pixels)")
+    p.add_argument("--max-images", type=int, default=None, help="cap on training images")
+    p.add_argument("--cohorts", nargs="+", default=None, help="train on these cohorts only")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps")
+    _add_param_option(p)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_pretrain)
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from raddino_lib.config import ParameterError, make_config, with_resolution
+    from raddino_lib.ssl.train import RunConfigMismatch, pretrain
+
+    over: dict[str, Any] = {k: parse_value(v) for k, v in args.params or []}
+    if args.init is not None:
+        over["init"] = args.init
+    if args.no_mim:
+        over["mim"] = False
+    if args.max_images is not None:
+        over["max_images"] = args.max_images
+    if args.cohorts:
+        over["cohorts"] = tuple(args.cohorts)
+    if args.data is not None:
+        over["data_dir"] = args.data
+    if args.no_progress:
+        over["progress"] = False
+    try:
+        cfg = make_config(args.preset, **over)
+        if args.resolution is not None:
+            cfg = with_resolution(cfg, args.resolution)
+    except (ParameterError, ValueError) as exc:
+        _print_err(str(exc))
+        return 2
+    try:
+        summary = pretrain(cfg, args.out, stop_after=args.stop_after)
+    except (RunConfigMismatch, FileNotFoundError, ValueError) as exc:
+        _print_err(str(exc))
+        return 2
+    if summary.world_size == 1 or _rank() == 0:
+        print(
+            f"pretrained {summary.steps} steps ({summary.images_seen} images, "
+            f"{summary.images_per_s:.1f} images/s on {summary.device}, {summary.precision}) "
+            f"-> {summary.run_dir}"
+        )
+    return 0
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+# --------------------------------------------------------------------------------------------
+# export
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a run's encoder as a transformers Dinov2Model folder",
+        description=(
+            "Export the teacher backbone (or --student) of RUN's newest checkpoint as a folder "
+            "that transformers' AutoModel / AutoImageProcessor load like microsoft/rad-dino "
+            "(config.json, model.safetensors, preprocessor_config.json, "
+            "backbone_compatible.safetensors, dino_head.safetensors)."
+        ),
+    )
+    p.add_argument("run", help="run folder written by `raddino pretrain`")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--student", action="store_true", help="export the student, not the teacher")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from raddino_lib.ssl.export import export_run
+
+    try:
+        out = export_run(
+            args.run,
+            args.out,
+            which="student" if args.student else "teacher",
+            overwrite=args.overwrite,
+        )
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        _print_err(str(exc))
+        return 2
+    print(f"exported: {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # entry point
 
-# Later: _add_pretrain, _add_export, _add_embed.
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_chapter,
     _add_book,
     _add_phantom,
+    _add_pretrain,
+    _add_export,
 )
 
 

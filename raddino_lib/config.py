@@ -53,6 +53,9 @@ class Config:
     num_heads: int = 3
     init: str = "random"  # random | a local folder (DINOv2 / timm / transformers format)
     drop_path: float = 0.1
+    layerscale_init: float = 1e-5  # LayerScale gamma at init (DINOv2: 1e-5)
+    pixel_mean: float = 0.5  # intensity normalisation of [0, 1] images
+    pixel_std: float = 0.25
 
     # --- self-supervised pretraining (DINOv2 recipe, reference.md section 2) -----------
     pretrain_steps: int = 2000
@@ -78,6 +81,7 @@ class Config:
     momentum_start: float = 0.992
     momentum_end: float = 1.0
     mim: bool = True
+    ibot_separate_head: bool = False  # DINOv2 default: the iBOT loss shares the DINO head
     mask_sample_prob: float = 0.5
     mask_ratio: tuple[float, float] = (0.1, 0.5)
     ibot_weight: float = 1.0
@@ -147,6 +151,8 @@ _PAPER = Config(
     depth=12,
     num_heads=12,
     drop_path=0.3,
+    pixel_mean=0.5307,
+    pixel_std=0.2583,
     pretrain_steps=60000,
     batch_size=640,
     warmup_steps=6000,
@@ -316,3 +322,17 @@ __all__ = [
     "make_config",
     "validate_overrides",
 ]
+
+
+def with_resolution(cfg: Config, resolution: int) -> Config:
+    """``cfg`` at another encoder input side: ``image_size`` and the global crop become
+    ``resolution``; the local crop keeps its ratio to the global crop (paper: 196 / 518),
+    rounded to a multiple of the patch size."""
+    p = cfg.patch_size
+    if resolution < p or resolution % p:
+        raise ParameterError(
+            f"resolution {resolution} must be a positive multiple of patch_size {p}"
+        )
+    ratio = cfg.local_crop_size / cfg.global_crop_size
+    local = max(p, int(round(resolution * ratio / p)) * p)
+    return replace(cfg, image_size=resolution, global_crop_size=resolution, local_crop_size=local)

@@ -308,7 +308,12 @@ def _dist_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         q = sinkhorn_knopp(mine, 0.1)
         ibot = IBOTPatchLoss(6, centering="sinkhorn_knopp")
         pq = ibot.teacher_probs(patches[:3] if rank == 0 else patches[3:], 0.1)  # 3 vs 4 rows
-        torch.save({"center": dino.center, "q": q, "pq": pq}, f"{out_dir}/r{rank}.pt")
+        ib = IBOTPatchLoss(6)
+        ib.update_center(patches[:3] if rank == 0 else patches[3:])
+        torch.save(
+            {"center": dino.center, "q": q, "pq": pq, "ibot_center": ib.center},
+            f"{out_dir}/r{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 
@@ -329,3 +334,7 @@ def test_center_and_sinkhorn_all_reduce_match_single_process(tmp_path) -> None: 
     assert torch.allclose(torch.cat([r[0]["q"], r[1]["q"]]), q, atol=1e-6)
     pq = sinkhorn_knopp(patches, 0.1)
     assert torch.allclose(torch.cat([r[0]["pq"], r[1]["pq"]]), pq, atol=1e-6)
+    ib = IBOTPatchLoss(6)
+    ib.update_center(patches)  # 3 + 4 uneven rows: the global mean, not the mean of rank means
+    for i in range(2):
+        assert torch.allclose(r[i]["ibot_center"], ib.center, atol=1e-6)

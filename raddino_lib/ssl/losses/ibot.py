@@ -25,7 +25,6 @@ import torch
 from raddino_lib.ssl.losses.dino import (
     TeacherTargetLoss,
     cross_entropy,
-    dist_mean_,
     dist_sum_,
     sinkhorn_knopp,
 )
@@ -62,18 +61,20 @@ class IBOTPatchLoss(TeacherTargetLoss):
 
     @torch.no_grad()
     def update_center(self, teacher_masked_logits: torch.Tensor) -> None:
-        """EMA update with the mean of the masked teacher logits ``[M, K]`` (rank mean, then
-        averaged over ranks, as DINOv2). An empty ``M = 0`` batch leaves the centre alone
-        (single process only: under DDP every rank must call the all-reduce, so an empty rank
-        contributes a zero mean)."""
+        """EMA update with the mean of the masked teacher logits ``[M, K]`` over *all* ranks'
+        masked patches (sum and count all-reduced). DINOv2 averages per-rank means instead,
+        which differs when ranks hold different numbers of masked patches; the global mean
+        makes a K-process run equal to one process with the same global batch. An empty
+        batch (``M = 0`` everywhere) leaves the centre alone; under DDP every rank must call
+        this (an empty rank contributes nothing but joins the all-reduce)."""
         self._check_k(teacher_masked_logits, "teacher logits")
         x = teacher_masked_logits.detach().float().reshape(-1, self.n_prototypes)
-        if x.shape[0] == 0 and not (
-            torch.distributed.is_available() and torch.distributed.is_initialized()
-        ):
+        total = torch.cat([x.sum(0), torch.tensor([float(x.shape[0])], device=x.device)])
+        total = dist_sum_(total)
+        count = float(total[-1])
+        if count == 0:
             return
-        batch_mean = x.sum(0, keepdim=True) / max(x.shape[0], 1)
-        batch_mean = dist_mean_(batch_mean)
+        batch_mean = (total[:-1] / count).unsqueeze(0)
         m = self.center_momentum
         self.center.mul_(m).add_(batch_mean.to(self.center.dtype), alpha=1.0 - m)
 
