@@ -56,4 +56,19 @@ def _check_01(r: dict) -> None:
     assert "pulmonary_fibrosis" in rates and "no_finding" not in rates
 
 
-CHECKS = {"01_data": _check_01}
+def _check_02(r: dict) -> None:
+    t = r["training"]
+    assert t["steps"] == 4 and t["images_seen"] == 32 and t["images_per_s"] > 0
+    steps = [row["step"] for row in r["learning_curve"]]
+    assert steps == [0, 2, 4]  # snapshot_every=2 at smoke, step 0 = the initial weights
+    names = {row["finding"] for row in r["probe"]["cls+mean"]}
+    assert "mean over findings" in names and "cardiomegaly" in names
+    assert set(r["checks"]) >= {
+        "dino_below_log_k", "teacher_entropy_falls", "prototypes_in_use",
+        "probe_beats_random_init_global", "probe_beats_raw_pixels_global",
+    }  # fmt: skip
+    assert len(r["probe_seed_means"]["run_cls+mean+grid"]) == 2  # smoke seeds
+    assert {"probe_beats_raw_pixels_spatial", "probe_beats_random_init_global"} <= set(r["checks"])
+
+
+CHECKS = {"01_data": _check_01, "02_pretraining": _check_02}

@@ -457,3 +457,30 @@ def test_cli_pretrain_rejects_bad_arguments(data: Path, tmp_path: Path, capsys):
     assert "multiple of patch_size" in capsys.readouterr().err
     assert main(["pretrain", "--preset", "smoke", "--out", str(tmp_path / "r"),
                  "-p", "no_such_knob", "1"]) == 2  # fmt: skip
+
+
+def test_snapshots_hold_the_initial_and_periodic_teachers(data: Path, tmp_path: Path):
+    from raddino_lib.ssl.train import list_snapshots, load_snapshot
+
+    cfg = _cfg(pretrain_steps=4, snapshot_every=2)
+    pretrain(cfg, tmp_path / "run", data_dir=data)
+    snaps = list_snapshots(tmp_path / "run")
+    assert list(snaps) == [0, 2, 4]
+    last = load_snapshot(tmp_path / "run", 4)
+    state = _final_state(tmp_path / "run")
+    assert torch.equal(last.state_dict()["pos_embed"], state["teacher.backbone.pos_embed"])
+    first = load_snapshot(tmp_path / "run", 0)
+    assert not torch.equal(first.state_dict()["blocks.0.attn.qkv.weight"],
+                           last.state_dict()["blocks.0.attn.qkv.weight"])  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="no snapshot at step 3"):
+        load_snapshot(tmp_path / "run", 3)
+
+
+def test_benchmark_step_runs_a_real_step():
+    from raddino_lib.ssl.bench import benchmark_step
+
+    t = benchmark_step(_cfg(), batch=4, steps=2, warmup=1)
+    assert len(t.seconds_per_step) == 2 and t.images_per_s > 0
+    assert t.params_backbone == sum(
+        p.numel() for p in ViTBackbone(spec_from_config(_cfg())).parameters()
+    )

@@ -19,8 +19,18 @@ from raddino_lib.eval.metrics import auprc, quantile_bins
 C_GRID: tuple[float, ...] = (0.003, 0.03, 0.3)
 
 
+# Newton-Cholesky (a d x d Hessian per iteration) converges in a few iterations and was 4x
+# faster than lbfgs on 384 standardised features, with the same AUPRC to 4 decimals; above
+# this width its Hessian costs more than lbfgs' iterations.
+NEWTON_MAX_DIM = 2048
+
+
 def _fit(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> LogisticRegression:
-    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    binary = len(np.unique(y)) <= 2
+    if binary and x.shape[1] <= NEWTON_MAX_DIM:
+        clf = LogisticRegression(C=c, solver="newton-cholesky", max_iter=100, random_state=seed)
+    else:
+        clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
     return clf.fit(x, y)
 
 

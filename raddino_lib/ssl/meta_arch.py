@@ -28,6 +28,12 @@ from raddino_lib.ssl.losses.koleo import koleo_loss_crops
 __all__ = ["SSLModel", "StepOutput", "Student"]
 
 
+def _fp32(device_type: str) -> torch.autocast:
+    """The heads run in float32 even under bf16 autocast: their logits are cosines whose
+    differences between images (~0.05 at the start) are close to bf16's resolution."""
+    return torch.autocast(device_type, enabled=False)
+
+
 class Student(nn.Module):
     """Backbone + heads; ``forward`` runs the student side of one step (the DDP entry point).
 
@@ -59,12 +65,27 @@ class Student(nn.Module):
         ``cls [2b,D]`` (backbone), ``global_logits [2b,K]``, ``local_logits [n_l b,K]``,
         ``patch_logits [M,K]`` for the ``M = masks.sum()`` masked patches."""
         g = self.backbone.forward_tokens(global_crops, masks)
-        out = {"cls": g["cls"], "global_logits": self.dino_head(g["cls"])}
-        if local_crops is not None:
-            loc = self.backbone.forward_tokens(local_crops)
-            out["local_logits"] = self.dino_head(loc["cls"])
-        out["patch_logits"] = self.patch_head(g["patches"][masks])
+        loc = self.backbone.forward_tokens(local_crops) if local_crops is not None else None
+        with _fp32(global_crops.device.type):
+            out = {"cls": g["cls"], "global_logits": self.dino_head(g["cls"].float())}
+            if loc is not None:
+                out["local_logits"] = self.dino_head(loc["cls"].float())
+            out["patch_logits"] = self.patch_head(g["patches"][masks].float())
         return out
+
+    @torch.no_grad()
+    def teacher_outputs(
+        self, global_crops: torch.Tensor, masks: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Teacher side: unmasked global crops -> ``cls [2b, D]``, ``global_logits [2b, K]``,
+        ``patch_logits [M, K]`` at the positions the student saw masked."""
+        g = self.backbone.forward_tokens(global_crops)
+        with _fp32(global_crops.device.type):
+            return {
+                "cls": g["cls"],
+                "global_logits": self.dino_head(g["cls"].float()),
+                "patch_logits": self.patch_head(g["patches"][masks].float()),
+            }
 
 
 @dataclass
@@ -147,10 +168,8 @@ class SSLModel(nn.Module):
         n_global = 2
         ctx = autocast if autocast is not None else torch.autocast("cpu", enabled=False)
         with torch.no_grad(), ctx:
-            tg = self.teacher.backbone.forward_tokens(batch.global_crops)
-            t_logits = self.teacher.dino_head(tg["cls"])
-            t_patch_logits = self.teacher.patch_head(tg["patches"][masks])
-        t_logits = t_logits.float()
+            tg = self.teacher.teacher_outputs(batch.global_crops, masks)
+        t_logits, t_patch_logits = tg["global_logits"], tg["patch_logits"]
         with torch.no_grad():
             spread = float((t_logits - self.dino_loss.center).std(dim=0).mean())
         t_probs = self.dino_loss.teacher_probs(t_logits, teacher_temp)

@@ -42,7 +42,11 @@ __all__ = [
     "CollapseWarning",
     "PretrainSummary",
     "RunConfigMismatch",
+    "list_snapshots",
     "load_run_backbone",
+    "load_snapshot",
+    "run_spec",
+    "save_snapshot",
     "pretrain",
     "read_metrics",
     "resolve_device",
@@ -62,6 +66,7 @@ _EVAL_ONLY = {
     "pixel_floor_size",
     "n_gallery",
     "checkpoint_every",
+    "snapshot_every",
     "device",
 }
 
@@ -320,6 +325,8 @@ def pretrain(
                 indent=1,
             ),
         )
+    if rank == 0 and cfg.snapshot_every > 0 and start == 0:
+        save_snapshot(run_dir, 0, model)
     metrics_fh = open(run_dir / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115
     try:
         for step in range(start, end):
@@ -392,6 +399,12 @@ def pretrain(
                 refresh=False,
             )
             done = step + 1
+            if (
+                rank == 0
+                and cfg.snapshot_every > 0
+                and (done % cfg.snapshot_every == 0 or done == total)
+            ):
+                save_snapshot(run_dir, done, model)
             if done % cfg.checkpoint_every == 0 or done == end:
                 if rank == 0:
                     save_checkpoint(
@@ -428,6 +441,48 @@ def pretrain(
     return summary
 
 
+def save_snapshot(run_dir: Path, step: int, model: SSLModel) -> Path:
+    """Teacher backbone after ``step`` steps -> ``run_dir/snapshots/step_{step:08d}.safetensors``
+    (atomic). Step 0 is the initial weights: the random-init baseline of the same run."""
+    from safetensors.torch import save_file
+
+    from raddino_lib.atomic import atomic_save
+
+    state = {
+        k: v.detach().cpu().contiguous() for k, v in model.teacher.backbone.state_dict().items()
+    }
+    path = run_dir / "snapshots" / f"step_{step:08d}.safetensors"
+    atomic_save(path, lambda t: save_file(state, str(t)), suffix=".safetensors")
+    return path
+
+
+def list_snapshots(run_dir: str | Path) -> dict[int, Path]:
+    """``{step: path}`` of a run's teacher snapshots, in step order."""
+    folder = Path(run_dir) / "snapshots"
+    found = {int(p.stem.split("_")[1]): p for p in folder.glob("step_*.safetensors")}
+    return dict(sorted(found.items()))
+
+
+def run_spec(run_dir: str | Path) -> BackboneSpec:
+    """The backbone architecture a run was trained with (from ``run.json``)."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {run_dir} is not a pretraining run folder")
+    return BackboneSpec.from_dict(json.loads(path.read_text())["spec"])
+
+
+def load_snapshot(run_dir: str | Path, step: int) -> ViTBackbone:
+    """The teacher backbone snapshot of ``step`` (eval mode, CPU)."""
+    from safetensors.torch import load_file
+
+    snaps = list_snapshots(run_dir)
+    if step not in snaps:
+        raise FileNotFoundError(f"{run_dir} has no snapshot at step {step}; it has {sorted(snaps)}")
+    bb = ViTBackbone(run_spec(run_dir))
+    bb.load_state_dict(load_file(str(snaps[step])))
+    return bb.eval()
+
+
 def load_run_backbone(run_dir: str | Path, which: str = "teacher") -> ViTBackbone:
     """The ``teacher`` (DINOv2 evaluates it) or ``student`` backbone of a run's newest
     checkpoint, in eval mode on the CPU."""
@@ -436,8 +491,7 @@ def load_run_backbone(run_dir: str | Path, which: str = "teacher") -> ViTBackbon
     if last is None:
         raise FileNotFoundError(f"{run_dir} has no complete checkpoint under checkpoints/")
     ck = load_checkpoint(last)
-    spec = BackboneSpec.from_dict(json.loads((run_dir / "run.json").read_text())["spec"])
-    bb = ViTBackbone(spec)
+    bb = ViTBackbone(run_spec(run_dir))
     prefix = f"{which}.backbone."
     state = {k[len(prefix) :]: v for k, v in ck.model.items() if k.startswith(prefix)}
     bb.load_state_dict(state)
