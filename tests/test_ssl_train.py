@@ -484,3 +484,25 @@ def test_benchmark_step_runs_a_real_step():
     assert t.params_backbone == sum(
         p.numel() for p in ViTBackbone(spec_from_config(_cfg())).parameters()
     )
+
+
+def test_continual_pretraining_starts_from_exported_weights_and_head(data: Path, tmp_path: Path):
+    """init=<transformers folder>: the run starts from those backbone and DINO-head weights
+    (student and teacher), as RAD-DINO starts from DINOv2 with its head."""
+    from raddino_lib.ssl.export import export_run
+    from raddino_lib.ssl.train import load_snapshot
+
+    cfg = _cfg(pretrain_steps=2)
+    pretrain(cfg, tmp_path / "first", data_dir=data)
+    hf = export_run(tmp_path / "first", tmp_path / "hf")
+    cont = _cfg(pretrain_steps=2, init=str(hf), base_lr=0.0, min_lr=0.0)
+    pretrain(cont, tmp_path / "second", data_dir=data)
+    info = json.loads((tmp_path / "second" / "run.json").read_text())
+    assert info["init"].startswith("hf weights") and "DINO head" in info["init"]
+    start = load_snapshot(tmp_path / "second", 0).state_dict()
+    src = load_run_backbone(tmp_path / "first").state_dict()
+    for k in src:
+        assert torch.equal(start[k], src[k]), k
+    first, second = _final_state(tmp_path / "first"), _final_state(tmp_path / "second")
+    key = "dino_head.last_layer.parametrizations.weight.original1"
+    assert torch.equal(second[f"student.{key}"], first[f"teacher.{key}"])  # lr 0: unchanged
