@@ -272,7 +272,8 @@ for kind in ("cls+mean", "cls+mean+grid"):
     }
 probe_seconds = time.perf_counter() - t_probe
 fig = vssl.learning_curve_figure(
-    curve, {f"raw pixels {cfg.pixel_floor_size}px": float(pixels["auprc_mean"].mean())}
+    curve, {f"raw pixels {cfg.pixel_floor_size}px": float(pixels["auprc_mean"].mean())},
+    title="linear probe (CLS + mean patch) on the frozen teacher during pretraining",
 )
 
 # %%
