@@ -57,6 +57,19 @@ def _final_state(run: Path) -> dict[str, torch.Tensor]:
 
 # --- data -----------------------------------------------------------------------------------
 
+BATCH_KW = dict(
+    seed=0, global_batch=8, patch_size=8, mim=True, mask_sample_prob=0.5, mask_ratio=(0.1, 0.5)
+)
+
+
+def _images_and_views(data: Path, cfg) -> tuple[PretrainImages, MultiCropViews]:
+    from raddino_lib.data.records import load_records
+
+    recs = select_pretrain_records(load_records(data), cfg)
+    return PretrainImages(data, recs, cfg.image_size, progress=False), MultiCropViews.from_config(
+        cfg
+    )
+
 
 def test_batch_positions_cover_each_epoch_once():
     seen = np.concatenate([batch_positions(10, 5, s, seed=3) for s in range(2)])
@@ -68,21 +81,8 @@ def test_batch_positions_cover_each_epoch_once():
 
 
 def test_rank_batches_are_slices_of_the_global_batch(data: Path):
-    from raddino_lib.data.records import load_records
-
-    cfg = _cfg()
-    recs = select_pretrain_records(load_records(data), cfg)
-    images = PretrainImages(data, recs, cfg.image_size, progress=False)
-    views = MultiCropViews.from_config(cfg)
-    kw = dict(
-        step=3,
-        seed=0,
-        global_batch=8,
-        patch_size=8,
-        mim=True,
-        mask_sample_prob=0.5,
-        mask_ratio=(0.1, 0.5),
-    )
+    images, views = _images_and_views(data, _cfg())
+    kw = dict(step=3, **BATCH_KW)
     whole = make_batch(images, views, **kw)
     parts = [make_batch(images, views, rank=r, world_size=2, **kw) for r in range(2)]
     g = whole.global_crops.reshape(2, 8, *whole.global_crops.shape[1:])
@@ -156,13 +156,11 @@ def test_prototypes_frozen_during_first_steps(data: Path, tmp_path: Path):
     cfg = _cfg(freeze_last_layer_steps=2, pretrain_steps=2, checkpoint_every=2)
     pretrain(cfg, tmp_path / "run", data_dir=data)
     state = _final_state(tmp_path / "run")
-    torch.manual_seed(0)
-    fresh = SSLModel(cfg, spec_from_config(cfg))  # same init seed as the run
     key = "student.dino_head.last_layer.parametrizations.weight.original1"
     with torch.random.fork_rng():
         from raddino_lib.ssl.data import step_seed
 
-        torch.manual_seed(step_seed(cfg.seed, 0, 0x1417))
+        torch.manual_seed(step_seed(cfg.seed, 0, 0x1417))  # the run's init seed
         fresh = SSLModel(cfg, spec_from_config(cfg))
     assert torch.equal(state[key], fresh.state_dict()[key])
     other = "student.dino_head.mlp.0.weight"
@@ -175,24 +173,11 @@ def test_prototypes_frozen_during_first_steps(data: Path, tmp_path: Path):
 def test_overfits_one_batch(data: Path):
     """One batch, frozen teacher and centre: the student's KL to the teacher targets
     (DINO loss minus the targets' entropy) must nearly vanish."""
-    from raddino_lib.data.records import load_records
-
     cfg = _cfg(layerscale_init=1.0, koleo_weight=0.0)
     torch.manual_seed(0)
     model = SSLModel(cfg, spec_from_config(cfg))
-    recs = select_pretrain_records(load_records(data), cfg)
-    images = PretrainImages(data, recs, cfg.image_size, progress=False)
-    batch = make_batch(
-        images,
-        MultiCropViews.from_config(cfg),
-        step=0,
-        seed=0,
-        global_batch=8,
-        patch_size=8,
-        mim=True,
-        mask_sample_prob=0.5,
-        mask_ratio=(0.1, 0.5),
-    )
+    images, views = _images_and_views(data, cfg)
+    batch = make_batch(images, views, step=0, **BATCH_KW)
     model.dino_loss.center_momentum = 1.0  # the centre stays 0: fixed targets
     model.ibot_loss.center_momentum = 1.0
     opt = torch.optim.AdamW(model.student.parameters(), lr=3e-3, weight_decay=0.0)
@@ -506,3 +491,21 @@ def test_continual_pretraining_starts_from_exported_weights_and_head(data: Path,
     first, second = _final_state(tmp_path / "first"), _final_state(tmp_path / "second")
     key = "dino_head.last_layer.parametrizations.weight.original1"
     assert torch.equal(second[f"student.{key}"], first[f"teacher.{key}"])  # lr 0: unchanged
+
+
+def test_run_summary_reads_what_the_run_did(data: Path, tmp_path: Path):
+    from raddino_lib.ssl.train import run_summary
+
+    cfg = _cfg(pretrain_steps=3)
+    pretrain(cfg, tmp_path / "run", data_dir=data)
+    s = run_summary(tmp_path / "run")
+    rows = read_metrics(tmp_path / "run")
+    assert s["steps"] == 3 and s["images_seen"] == 3 * cfg.batch_size
+    assert s["epochs"] == pytest.approx(3 * cfg.batch_size / s["train_images"])
+    assert s["train_minutes"] == pytest.approx(sum(r["step_s"] for r in rows) / 60)
+    assert s["precision"] == "fp32" and s["init"] == "random"
+    assert s["parameters_backbone"] == sum(
+        p.numel() for p in ViTBackbone(spec_from_config(cfg)).parameters()
+    )
+    with pytest.raises(FileNotFoundError, match="never took a step"):
+        run_summary(tmp_path)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,19 @@ from raddino_lib.eval.embed import embed_array, probe_features
 from raddino_lib.eval.probe import finding_probe
 from raddino_lib.models.backbone import ViTBackbone
 
-__all__ = ["encoder_probe", "frontal_records", "learning_checks", "learning_curve", "seed_means"]
+__all__ = [
+    "PROBE_KINDS",
+    "ProbeComparison",
+    "compare_probes",
+    "encoder_probe",
+    "frontal_records",
+    "learning_checks",
+    "learning_curve",
+    "seed_means",
+]
+
+# feature kind -> label used in check names and prose
+PROBE_KINDS = {"cls+mean": "global", "cls+mean+grid": "spatial"}
 
 
 def frontal_records(records: pd.DataFrame) -> pd.DataFrame:
@@ -178,3 +191,73 @@ def seed_means(result: pd.DataFrame) -> list[float]:
     """Per-seed finding-mean AUPRC of a :func:`finding_probe` table (NaN findings skipped)."""
     cols = sorted(c for c in result.columns if c.startswith("seed_"))
     return [float(np.nanmean(result[c].to_numpy(dtype=float))) for c in cols]
+
+
+@dataclass
+class ProbeComparison:
+    """Raw pixels vs the run's initial and final teacher, for each feature kind.
+
+    Attributes:
+        tables: ``{kind: DataFrame}`` per finding (+ ``"mean over findings"``): prevalence,
+            raw pixels, random init, this run and its std over seeds.
+        seed_means: per-seed finding-mean AUPRC of ``pixels``, ``random_init_<kind>`` and
+            ``run_<kind>``.
+        checks: :func:`learning_checks` merged over kinds; the probe checks carry the kind's
+            label, e.g. ``probe_beats_raw_pixels_spatial``.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    seed_means: dict[str, list[float]]
+    checks: dict[str, dict]
+
+
+def compare_probes(
+    initial: ViTBackbone,
+    final: ViTBackbone,
+    root: str | Path,
+    frontal: pd.DataFrame,
+    findings: Sequence[str],
+    *,
+    metrics: Sequence[dict],
+    curve: pd.DataFrame,
+    pixel_size: int,
+    seeds: Sequence[int] = (0, 1, 2),
+    kinds: Sequence[str] = tuple(PROBE_KINDS),
+) -> ProbeComparison:
+    """Probe raw pixels (``pixel_size``), ``initial`` and ``final`` with every feature kind on
+    the same splits and seeds, tabulate, and run :func:`learning_checks` per kind."""
+    from raddino_lib.eval.floor import pixel_features
+
+    x_pix = pixel_features(root, frontal, pixel_size, progress=False)
+    pixels = finding_probe(
+        x_pix, frontal[list(findings)], frontal["split"], frontal["subject_id"], seeds=seeds
+    )
+    pix_col = f"raw pixels {pixel_size}px"
+    tables, means, checks = {}, {"pixels": seed_means(pixels)}, {}
+    for kind in kinds:
+        label = PROBE_KINDS.get(kind, kind)
+        res = {
+            who: encoder_probe(bb, root, frontal, findings, seeds=seeds, feature_kind=kind)
+            for who, bb in (("random_init", initial), ("run", final))
+        }
+        t = pd.DataFrame(
+            {
+                "prevalence": res["run"]["prevalence"],
+                pix_col: pixels["auprc_mean"],
+                "random init (step 0)": res["random_init"]["auprc_mean"],
+                "this run": res["run"]["auprc_mean"],
+                "± std": res["run"]["auprc_std"],
+            }
+        )
+        t.loc["mean over findings"] = t.mean(numeric_only=True)
+        tables[kind] = t
+        for who, r in res.items():
+            means[f"{who}_{kind}"] = seed_means(r)
+        c = learning_checks(
+            metrics,
+            curve,
+            {"random init": means[f"random_init_{kind}"], "raw pixels": means["pixels"]},
+            means[f"run_{kind}"],
+        )
+        checks.update({(f"{k}_{label}" if k.startswith("probe_") else k): v for k, v in c.items()})
+    return ProbeComparison(tables, means, checks)

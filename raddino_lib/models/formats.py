@@ -151,19 +151,8 @@ _HF_TOP_MAP = {
 }
 # native -> transformers (the names transformers writes with save_pretrained)
 _NATIVE_TOP_MAP = {v: k for k, v in _HF_TOP_MAP.items()}
-_NATIVE_BLOCK_MAP = {
-    "norm1.weight": "norm1.weight",
-    "norm1.bias": "norm1.bias",
-    "attn.proj.weight": "attention.output.dense.weight",
-    "attn.proj.bias": "attention.output.dense.bias",
-    "ls1.gamma": "layer_scale1.lambda1",
-    "norm2.weight": "norm2.weight",
-    "norm2.bias": "norm2.bias",
-    "mlp.fc1.weight": "mlp.fc1.weight",
-    "mlp.fc1.bias": "mlp.fc1.bias",
-    "mlp.fc2.weight": "mlp.fc2.weight",
-    "mlp.fc2.bias": "mlp.fc2.bias",
-    "ls2.gamma": "layer_scale2.lambda1",
+_NATIVE_BLOCK_MAP = {  # the on-disk names only (not transformers 5's in-memory o_proj)
+    v: k for k, v in _HF_BLOCK_MAP.items() if not k.startswith("attention.o_proj")
 }
 _QKV_NAMES = ("query", "key", "value")
 

@@ -1,8 +1,9 @@
 """Timing of one pretraining step at any preset on synthetic inputs (no dataset needed).
 
 Used for the closing measurements (images/s at the laptop preset, one ViT-B/14 step at 518 on
-a CPU) and by the performance chapter. The step is the real one: teacher and student forward,
-DINO + iBOT + KoLeo, backward, clipping, AdamW, EMA.
+a CPU) and by the performance chapter. The step is the training loop's own
+(:func:`~raddino_lib.ssl.train.train_step`): teacher and student forward, DINO + iBOT + KoLeo,
+backward, clipping, AdamW, EMA.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from raddino_lib.config import Config
 from raddino_lib.models.backbone import spec_from_config
 from raddino_lib.ssl.data import PretrainBatch
 from raddino_lib.ssl.masking import sample_masks
-from raddino_lib.ssl.meta_arch import SSLModel
-from raddino_lib.ssl.train import resolve_device, resolve_precision
+from raddino_lib.ssl.schedules import build_schedules
+from raddino_lib.ssl.train import build_model, resolve_device, resolve_precision, train_step
 
 __all__ = ["StepTiming", "benchmark_step"]
 
@@ -35,15 +36,14 @@ class StepTiming:
 
 
 def benchmark_step(cfg: Config, batch: int, steps: int = 2, warmup: int = 1) -> StepTiming:
-    """Time ``steps`` training steps of ``batch`` images (after ``warmup`` untimed ones)."""
+    """Time ``steps`` training steps (:func:`raddino_lib.ssl.train.train_step`, the loop's own)
+    of ``batch`` images after ``warmup`` untimed ones."""
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
-    torch.manual_seed(cfg.seed)
-    model = SSLModel(cfg, spec_from_config(cfg)).to(device).train()
-    fused = device.type == "cuda"
-    model.student.backbone.set_fused_attention(fused)
-    model.teacher.backbone.set_fused_attention(fused)
-    opt = torch.optim.AdamW(model.student.parameters(), lr=1e-4)
+    spec = spec_from_config(cfg)
+    model, opt = build_model(cfg, spec, device)
+    model.train()
+    sched = build_schedules(cfg).at(cfg.warmup_steps)  # peak lr, past the warm-up
     g, loc = cfg.global_crop_size, cfg.local_crop_size
     grid = g // cfg.patch_size
     data = PretrainBatch(
@@ -58,12 +58,7 @@ def benchmark_step(cfg: Config, batch: int, steps: int = 2, warmup: int = 1) -> 
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        out = model.step_losses(data, cfg.teacher_temp, autocast=autocast)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.student.parameters(), cfg.grad_clip)
-        opt.step()
-        model.update_teacher(0.996)
+        train_step(model, opt, data, sched, autocast=autocast)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:

@@ -57,20 +57,10 @@ def select_pretrain_records(records: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     if cfg.frontal_only:
         df = df[df["view"].isin(["PA", "AP"])]
     if cfg.max_images is not None and len(df) > cfg.max_images:
-        rng = np.random.default_rng(cfg.seed)
-        subjects = df["subject_id"].unique()
-        order = rng.permutation(len(subjects))
-        keep: list[int] = []
-        counts = df.groupby("subject_id").size()
-        total = 0
-        for i in order:
-            s = subjects[i]
-            keep.append(i)
-            total += int(counts[s])
-            if total >= cfg.max_images:
-                break
-        chosen = set(subjects[keep])
-        df = df[df["subject_id"].isin(chosen)].head(cfg.max_images)
+        counts = df.groupby("subject_id", sort=True).size()
+        order = counts.index[np.random.default_rng(cfg.seed).permutation(len(counts))]
+        n_subjects = int(np.searchsorted(counts[order].cumsum().to_numpy(), cfg.max_images)) + 1
+        df = df[df["subject_id"].isin(order[:n_subjects])].head(cfg.max_images)
     if len(df) == 0:
         raise ValueError("no training images left after the split/cohort/view/max_images filters")
     return df.reset_index(drop=True)

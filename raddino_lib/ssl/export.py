@@ -18,7 +18,7 @@ from raddino_lib.config import Config
 from raddino_lib.models.backbone import ViTBackbone
 from raddino_lib.paths import cache_dir
 from raddino_lib.ssl.checkpoint import latest_checkpoint, load_checkpoint
-from raddino_lib.ssl.train import _EVAL_ONLY, load_run_backbone, pretrain
+from raddino_lib.ssl.train import _training_fields, load_run_backbone, pretrain
 
 __all__ = ["ENGINE_VERSION", "export_run", "pretrained_encoder", "pretrained_run_dir"]
 
@@ -45,8 +45,7 @@ def export_run(
 
 
 def _fingerprint(cfg: Config) -> str:
-    fields = {k: v for k, v in cfg.to_dict().items() if k not in _EVAL_ONLY}
-    blob = json.dumps({"engine": ENGINE_VERSION, "config": fields}, sort_keys=True)
+    blob = json.dumps({"engine": ENGINE_VERSION, "config": _training_fields(cfg)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

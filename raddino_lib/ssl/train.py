@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -31,9 +32,15 @@ from raddino_lib.atomic import atomic_write_text
 from raddino_lib.config import Config
 from raddino_lib.models.backbone import BackboneSpec, ViTBackbone, spec_from_config
 from raddino_lib.ssl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from raddino_lib.ssl.data import PretrainImages, make_batch, select_pretrain_records, step_seed
+from raddino_lib.ssl.data import (
+    PretrainBatch,
+    PretrainImages,
+    make_batch,
+    select_pretrain_records,
+    step_seed,
+)
 from raddino_lib.ssl.masking import MaskGenerator
-from raddino_lib.ssl.meta_arch import SSLModel, reduce_metrics
+from raddino_lib.ssl.meta_arch import SSLModel, StepOutput, reduce_metrics
 from raddino_lib.ssl.optim import apply_schedule, param_groups
 from raddino_lib.ssl.schedules import build_schedules
 from raddino_lib.ssl.views import MultiCropViews
@@ -42,15 +49,18 @@ __all__ = [
     "CollapseWarning",
     "PretrainSummary",
     "RunConfigMismatch",
+    "build_model",
     "list_snapshots",
     "load_run_backbone",
     "load_snapshot",
     "run_spec",
     "save_snapshot",
+    "train_step",
     "pretrain",
     "read_metrics",
     "resolve_device",
     "resolve_precision",
+    "run_summary",
 ]
 
 # Config fields that change what a run computes (a resumed run must agree on all of them).
@@ -204,6 +214,64 @@ def _collapse(metrics: dict[str, float]) -> str | None:
     return None
 
 
+def build_model(
+    cfg: Config, spec: BackboneSpec, device: torch.device
+) -> tuple[SSLModel, torch.optim.AdamW]:
+    """The student/teacher model (seeded init, attention kernel for ``device``) and its AdamW
+    with DINOv2's parameter groups."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(step_seed(cfg.seed, 0, 0x1417))
+        model = SSLModel(cfg, spec)
+    model.to(device)
+    fused = device.type == "cuda"
+    model.student.backbone.set_fused_attention(fused)
+    model.teacher.backbone.set_fused_attention(fused)
+    heads = [("dino_head", model.student.dino_head, False)]
+    if model.student.ibot_head is not None:
+        heads.append(("ibot_head", model.student.ibot_head, False))
+    groups = param_groups(
+        [("backbone", model.student.backbone, True), *heads],
+        n_layers=spec.depth,
+        layer_decay=cfg.layer_decay,
+        patch_embed_lr_mult=cfg.patch_embed_lr_mult,
+    )
+    optimizer = torch.optim.AdamW(
+        [{k: v for k, v in g.items() if k != "names"} for g in groups], betas=(0.9, 0.999)
+    )
+    return model, optimizer
+
+
+def train_step(
+    model: SSLModel,
+    optimizer: torch.optim.Optimizer,
+    batch: PretrainBatch,
+    sched: dict[str, Any],
+    student: nn.Module | None = None,
+    autocast: torch.autocast | None = None,
+) -> tuple[StepOutput, dict[str, float]]:
+    """One optimisation step with this step's schedule values (``SSLSchedules.at(step)``):
+    losses, backward, gradient clipping per module, the frozen prototype layer, AdamW, EMA.
+    Returns the step output and the pre-clipping gradient norms per module."""
+    cfg = model.cfg
+    apply_schedule(optimizer, sched["lr"], sched["last_layer_lr"], sched["weight_decay"])
+    out = model.step_losses(batch, sched["teacher_temp"], student, autocast)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    grad_norms = {}
+    if cfg.grad_clip > 0:
+        for name in ("backbone", "dino_head", "ibot_head"):
+            mod = getattr(model.student, name)
+            if mod is not None:
+                grad_norms[name] = float(nn.utils.clip_grad_norm_(mod.parameters(), cfg.grad_clip))
+    if sched["last_layer_frozen"]:
+        model.student.dino_head.cancel_last_layer_grads()
+        if model.student.ibot_head is not None:
+            model.student.ibot_head.cancel_last_layer_grads()
+    optimizer.step()
+    model.update_teacher(sched["momentum"])
+    return out, grad_norms
+
+
 def pretrain(
     cfg: Config,
     run_dir: str | Path,
@@ -247,31 +315,8 @@ def pretrain(
     grid = cfg.global_crop_size // cfg.patch_size
     mask_gen = MaskGenerator(grid, grid)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(step_seed(cfg.seed, 0, 0x1417))
-        model = SSLModel(cfg, spec)
+    model, optimizer = build_model(cfg, spec, device)
     init_desc = _init_weights(model, cfg.init, spec)
-    model.to(device)
-    fused = device.type == "cuda"
-    model.student.backbone.set_fused_attention(fused)
-    model.teacher.backbone.set_fused_attention(fused)
-    groups = param_groups(
-        [
-            ("backbone", model.student.backbone, True),
-            ("dino_head", model.student.dino_head, False),
-            *(
-                [("ibot_head", model.student.ibot_head, False)]
-                if model.student.ibot_head is not None
-                else []
-            ),
-        ],
-        n_layers=spec.depth,
-        layer_decay=cfg.layer_decay,
-        patch_embed_lr_mult=cfg.patch_embed_lr_mult,
-    )
-    optimizer = torch.optim.AdamW(
-        [{k: v for k, v in g.items() if k != "names"} for g in groups], betas=(0.9, 0.999)
-    )
     start = 0
     ckpt_dir = run_dir / "checkpoints"
     last = latest_checkpoint(ckpt_dir)
@@ -348,24 +393,7 @@ def pretrain(
             ).to(device)
             td = time.perf_counter()
             sched = schedules.at(step)
-            apply_schedule(optimizer, sched["lr"], sched["last_layer_lr"], sched["weight_decay"])
-            out = model.step_losses(batch, sched["teacher_temp"], student, autocast)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            grad_norms = {}
-            if cfg.grad_clip > 0:
-                for name in ("backbone", "dino_head", "ibot_head"):
-                    mod = getattr(model.student, name)
-                    if mod is not None:
-                        grad_norms[name] = float(
-                            nn.utils.clip_grad_norm_(mod.parameters(), cfg.grad_clip)
-                        )
-            if sched["last_layer_frozen"]:
-                model.student.dino_head.cancel_last_layer_grads()
-                if model.student.ibot_head is not None:
-                    model.student.ibot_head.cancel_last_layer_grads()
-            optimizer.step()
-            model.update_teacher(sched["momentum"])
+            out, grad_norms = train_step(model, optimizer, batch, sched, student, autocast)
             metrics = reduce_metrics(out.metrics, device)
             dt = time.perf_counter() - ts
             rec = {
@@ -481,6 +509,32 @@ def load_snapshot(run_dir: str | Path, step: int) -> ViTBackbone:
     bb = ViTBackbone(run_spec(run_dir))
     bb.load_state_dict(load_file(str(snaps[step])))
     return bb.eval()
+
+
+def run_summary(run_dir: str | Path) -> dict[str, Any]:
+    """What a finished (or partial) run did, from its ``metrics.jsonl`` and ``run.json``:
+    steps, images seen, epochs, training minutes (sum of step times, so also right for a run
+    loaded from the cache or resumed), median images/s after the first 10% of steps, device,
+    precision, initial weights and backbone size."""
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise FileNotFoundError(f"{run_dir} has no metrics.jsonl rows: it never took a step")
+    info = json.loads((run_dir / "run.json").read_text())
+    spec = BackboneSpec.from_dict(info["spec"])
+    steady = [r["images_per_s"] for r in rows[len(rows) // 10 :]]
+    return {
+        "steps": len(rows),
+        "images_seen": rows[-1]["images_seen"],
+        "train_images": int(info["n_images"]),
+        "epochs": rows[-1]["images_seen"] / info["n_images"],
+        "train_minutes": float(sum(r["step_s"] for r in rows)) / 60,
+        "images_per_s": float(np.median(steady)),
+        "device": info["device"],
+        "precision": info["precision"],
+        "init": info["init"],
+        "parameters_backbone": sum(p.numel() for p in ViTBackbone(spec).parameters()),
+    }
 
 
 def load_run_backbone(run_dir: str | Path, which: str = "teacher") -> ViTBackbone:
