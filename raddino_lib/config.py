@@ -100,6 +100,30 @@ class Config:
     probe_max_train: int | None = None
     pixel_floor_size: int = 32  # side of the downsampled raw-pixel baseline
     n_gallery: int = 4
+    probe_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # frozen-encoder comparison (paper: 5)
+    probe_kinds: tuple[str, ...] = ("cls", "cls+mean", "cls+mean+grid")  # chosen on val
+    probe_grid: int = 4  # side of the pooled patch grid of the "cls+mean+grid" features
+    embed_batch_size: int = 256
+    # more encoders for the comparison chapters, as "name=source" (a local transformers /
+    # timm / DINOv2 folder or weights file, "timm:ARCH=FILE", or a hub id where reachable)
+    extra_encoders: tuple[str, ...] = ()
+
+    # --- in-project baselines (chapter 3) -----------------------------------------------
+    # general-domain DINO: the same engine and recipe on natural-image crops (DINOv2 stand-in)
+    general_pretrain_steps: int = 1000
+    natural_n: int = 4000  # natural-image crops in its training set
+    # text-supervised CLIP-style encoder on image-report pairs (BioViL-T/BiomedCLIP stand-in)
+    clip_steps: int = 1500
+    clip_batch_size: int = 128
+    clip_lr: float = 5e-4
+    clip_weight_decay: float = 0.1
+    clip_warmup_steps: int = 100
+    clip_proj_dim: int = 128
+    text_width: int = 128
+    text_depth: int = 2
+    text_heads: int = 4
+    text_max_len: int = 64
+    vocab_size: int = 1000
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view of the config (tuples become lists)."""
@@ -139,6 +163,20 @@ _SMOKE = Config(
     probe_batch_size=16,
     pixel_floor_size=16,
     n_gallery=2,
+    probe_seeds=(0, 1),
+    probe_grid=2,
+    embed_batch_size=32,
+    general_pretrain_steps=4,
+    natural_n=64,
+    clip_steps=4,
+    clip_batch_size=8,
+    clip_warmup_steps=1,
+    clip_proj_dim=16,
+    text_width=32,
+    text_depth=1,
+    text_heads=2,
+    text_max_len=48,
+    vocab_size=200,
 )
 
 # The laptop recipe departs from DINOv2's defaults where a from-scratch CPU run measured it had
@@ -157,6 +195,13 @@ _LAPTOP = Config(
     teacher_temp=0.01,
     teacher_temp_end=0.01,
     warmup_steps=100,
+    # text-supervised baseline: ~7 CPU minutes; 96 tokens hold 98% of the phantom's reports
+    clip_steps=800,
+    text_max_len=96,
+    # the augmented (paper) probe: 6 epochs x 5 seeds of one encoder take about a minute and
+    # a half here; at that few steps the paper's lr (5e-5 over 100 epochs) barely moves the head
+    probe_epochs=6,
+    probe_lr=1e-2,
 )
 
 _PAPER = Config(
@@ -194,6 +239,19 @@ _PAPER = Config(
     probe_lr=5e-5,
     pixel_floor_size=64,
     n_gallery=6,
+    embed_batch_size=64,
+    general_pretrain_steps=60000,
+    natural_n=100000,
+    clip_steps=20000,
+    clip_batch_size=256,
+    clip_lr=1e-4,
+    clip_warmup_steps=1000,
+    clip_proj_dim=512,
+    text_width=512,
+    text_depth=6,
+    text_heads=8,
+    text_max_len=128,
+    vocab_size=8000,
 )
 
 PRESETS: dict[str, Config] = {"smoke": _SMOKE, "laptop": _LAPTOP, "paper": _PAPER}

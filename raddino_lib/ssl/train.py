@@ -19,7 +19,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,19 @@ __all__ = [
     "run_summary",
 ]
 
-# Config fields that change what a run computes (a resumed run must agree on all of them).
+# Config fields that do not change what a pretraining run computes; a resumed run must agree
+# on all the others. New fields that only evaluation or the baselines read belong here, or
+# every cached run is invalidated.
 _EVAL_ONLY = {
+    "probe_seeds",
+    "probe_kinds",
+    "probe_grid",
+    "embed_batch_size",
+    "extra_encoders",
+    "general_pretrain_steps",
+    "natural_n",
+    *(f.name for f in fields(Config) if f.name.startswith(("clip_", "text_"))),
+    "vocab_size",
     "preset",
     "seeds",
     "num_workers",
