@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from raddino_lib.eval.logistic import fit_multilabel_logistic
 from raddino_lib.eval.metrics import auprc, quantile_bins
-from raddino_lib.eval.probe import finding_probe, metadata_probe
+from raddino_lib.eval.probe import finding_probe, metadata_probe, paper_bins
 
 
 def test_auprc_hand_computed():
@@ -73,8 +74,100 @@ def test_metadata_probe_accuracy_and_chance():
     sex = rng.choice(["M", "F"], n)
     x = np.stack([age + rng.normal(0, 3, n), (sex == "M") * 3.0 + rng.normal(0, 1, n)], 1)
     meta = pd.DataFrame({"sex": sex, "age": age, "weight": rng.normal(70, 10, n)})
-    res = metadata_probe(x, meta, np.arange(n), variables=("sex", "age", "weight"))
+    res = metadata_probe(
+        x, meta, np.arange(n), variables=("sex", "age", "weight"), bins="quantile"
+    )
     assert res.loc["sex", "acc_mean"] > 0.9
     assert res.loc["age", "acc_mean"] > 0.6  # 5 bins, chance 0.2
     assert res.loc["weight", "acc_mean"] < 0.35  # unrelated to the features
     assert res.loc["age", "chance"] == pytest.approx(0.2)
+
+
+def test_paper_bins_edges():
+    # Appendix C.3: age < 20, 20-40, 40-60, 60-80, > 80 (an edge value goes to the upper bin)
+    assert paper_bins("age", np.array([0, 19.9, 20, 39.9, 40, 79.9, 80, 101])).tolist() == [
+        0, 0, 1, 1, 2, 3, 4, 4,
+    ]
+    assert paper_bins("weight", np.array([49, 50, 64.9, 65, 94.9, 95])).tolist() == [
+        0, 1, 1, 2, 3, 4,
+    ]
+    assert paper_bins("bmi", np.array([18.49, 18.5, 24.9, 25, 30, 35.1])).tolist() == [
+        0, 1, 1, 2, 3, 4,
+    ]
+    with pytest.raises(ValueError, match="NaN"):
+        paper_bins("age", np.array([np.nan]))
+    with pytest.raises(ValueError, match="no paper bins"):
+        paper_bins("height", np.array([170.0]))
+
+
+def test_metadata_probe_paper_bins_and_five_folds():
+    rng = np.random.default_rng(1)
+    n = 400
+    age = rng.uniform(25, 95, n)
+    x = np.stack([age + rng.normal(0, 2, n), rng.normal(size=n)], 1)
+    meta = pd.DataFrame({"age": age})
+    res = metadata_probe(x, meta, np.arange(n), variables=("age",))
+    counts = res.loc["age", "counts"]
+    assert counts[0] == 0 and sum(counts) == n  # nobody under 20
+    assert counts == np.bincount(paper_bins("age", age), minlength=5).tolist()
+    assert [f"fold_{k}" for k in range(5)] == [c for c in res.columns if c.startswith("fold_")]
+    assert res.loc["age", "acc_mean"] > 0.85
+
+
+def test_metadata_probe_folds_are_grouped_by_subject():
+    # Features identify the subject and nothing else; each subject has 4 images with the same
+    # sex. Folds that split a subject would let the probe memorise it (accuracy ~1); grouped
+    # folds leave it at chance.
+    rng = np.random.default_rng(0)
+    subj = np.repeat(np.arange(100), 4)
+    sex = rng.choice(["M", "F"], 100)[subj]
+    x = rng.normal(size=(100, 64))[subj] * 3 + rng.normal(size=(400, 64)) * 0.1
+    res = metadata_probe(x, pd.DataFrame({"sex": sex}), subj, variables=("sex",))
+    assert res.loc["sex", "acc_mean"] < 0.65
+
+
+def test_metadata_probe_rejects_unknown_sex_codes():
+    meta = pd.DataFrame({"sex": ["M", "F", "X"] * 20})
+    with pytest.raises(ValueError, match="sex must be M/F"):
+        metadata_probe(np.zeros((60, 2)), meta, np.arange(60), variables=("sex",))
+
+
+def test_finding_probe_chooses_feature_set_on_validation_and_reports_auroc():
+    x, labels, split, subjects = _toy()
+    noise = np.random.default_rng(5).normal(size=x.shape)
+    res = finding_probe({"noise": noise, "good": x}, labels[["signal"]], split, subjects,
+                        seeds=(0, 1))  # fmt: skip
+    assert res.attrs["kind"] == "good"
+    assert res.attrs["val_by_kind"]["good"] > res.attrs["val_by_kind"]["noise"]
+    assert res.loc["signal", "auroc_mean"] > 0.95
+    assert {"auroc_seed_0", "auroc_seed_1", "val_auprc"} <= set(res.columns)
+
+
+def test_finding_probe_uncertain_labels_are_masked():
+    x, labels, split, subjects = _toy()
+    y = labels["signal"].to_numpy().copy()
+    flip = np.arange(len(y)) % 4 == 0
+    y_bad = y.copy()
+    y_bad[flip] = 1 - y_bad[flip]  # wrong labels...
+    y_unc = y_bad.copy()
+    y_unc[flip] = -1  # ...marked uncertain: must not hurt
+    a = finding_probe(x, pd.DataFrame({"s": y_unc}), split, subjects, seeds=(0,))
+    b = finding_probe(x, pd.DataFrame({"s": y_bad}), split, subjects, seeds=(0,))
+    assert a.loc["s", "auprc_mean"] > b.loc["s", "auprc_mean"] + 0.1
+
+
+def test_multilabel_logistic_matches_sklearn_per_column():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    n, d = 400, 20
+    x = rng.normal(size=(n, d))
+    y = (x @ rng.normal(size=(d, 3)) * 0.5 + rng.normal(size=(n, 3)) > 0.3).astype(float)
+    mask = rng.random((n, 3)) > 0.25
+    cs = [0.01, 0.1, 1.0]
+    fit = fit_multilabel_logistic(x, y, cs, mask=mask, tol=1e-9, max_iter=2000)
+    z = fit.decision_function(x)
+    for j, c in enumerate(cs):
+        m = mask[:, j]
+        ref = LogisticRegression(C=c, tol=1e-10, max_iter=10000).fit(x[m], y[m, j])
+        np.testing.assert_allclose(z[:, j], ref.decision_function(x), atol=1e-3)

@@ -6,14 +6,16 @@ ViT, this run's encoder, external encoders. Features are standardised on the tra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 
+from raddino_lib.eval.logistic import fit_multilabel_logistic
 from raddino_lib.eval.metrics import auprc, quantile_bins
 
 C_GRID: tuple[float, ...] = (0.003, 0.03, 0.3)
@@ -38,8 +40,26 @@ def _labelled(y: np.ndarray) -> np.ndarray:
     return np.isfinite(y) & (y != -1)
 
 
+def _prepare(features, labels, split):
+    x = np.asarray(features, dtype=np.float64)
+    split = np.asarray(split)
+    if x.ndim != 2 or len(x) != len(labels) or len(split) != len(x):
+        raise ValueError(
+            f"features {x.shape}, labels {labels.shape} and split {split.shape} must agree on N"
+        )
+    tr = split == "train"
+    return StandardScaler().fit(x[tr]).transform(x), split
+
+
+def _column_auprc(y: np.ndarray, ok: np.ndarray, rows: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """AUPRC of each column of logits ``z [N, F]`` on ``rows & ok[:, j]``."""
+    return np.array(
+        [auprc(y[rows & ok[:, j], j], z[rows & ok[:, j], j]) for j in range(y.shape[1])]
+    )
+
+
 def finding_probe(
-    features: np.ndarray,
+    features: np.ndarray | Mapping[str, np.ndarray],
     labels: pd.DataFrame,
     split: Sequence[str],
     subjects: Sequence[object],
@@ -48,75 +68,156 @@ def finding_probe(
     subsample: float = 0.8,
     c_grid: Sequence[float] = C_GRID,
 ) -> pd.DataFrame:
-    """Per-finding test AUPRC of a logistic probe, mean and std over seeds.
+    """Per-finding test AUPRC and AUROC of a logistic probe, mean and std over seeds.
 
     For each finding, C is chosen on the ``val`` split (fit on all ``train``); then for each seed
     the probe is refit on a random ``subsample`` fraction of the training *subjects* (so seeds
     vary the training split, as in the paper's "5 seeds and training splits") and scored on
-    ``test``.
+    ``test``. Missing or uncertain labels (NaN, -1) are masked per finding. All findings are
+    fitted together (:func:`raddino_lib.eval.logistic.fit_multilabel_logistic`: the same
+    solutions as one scikit-learn ``LogisticRegression`` per finding).
+
+    With several candidate feature sets (a mapping ``{kind: [N, D_kind]}``), the kind is chosen
+    once for all findings, by the mean over findings of the best validation AUPRC; test data
+    never takes part in the choice.
 
     Args:
-        features: ``[N, D]`` float features.
+        features: ``[N, D]`` float features, or ``{kind: [N, D_kind]}``.
         labels: ``[N, F]`` 0/1 labels (NaN or -1 = missing), columns are finding names.
         split: ``[N]`` "train" / "val" / "test".
         subjects: ``[N]`` subject ids (subsampling is by subject).
 
     Returns:
-        DataFrame indexed by finding with columns ``auprc_mean, auprc_std, prevalence, C,
-        n_test_pos`` and one ``seed_<k>`` column per seed.
+        DataFrame indexed by finding with columns ``auprc_mean, auprc_std, auroc_mean,
+        auroc_std, prevalence, C, n_test_pos, val_auprc`` and one ``seed_<k>`` (AUPRC) and
+        ``auroc_seed_<k>`` column per seed; NaN for a finding without both classes in train
+        and test. ``df.attrs`` holds ``kind`` (the chosen feature set) and ``val_by_kind``.
     """
-    x = np.asarray(features, dtype=np.float64)
-    split = np.asarray(split)
+    cands = dict(features) if isinstance(features, Mapping) else {"features": features}
+    if not cands:
+        raise ValueError("finding_probe needs at least one feature set")
     subjects = np.asarray(subjects)
-    if x.ndim != 2 or len(x) != len(labels) or len(split) != len(x):
-        raise ValueError(
-            f"features {x.shape}, labels {labels.shape} and split {split.shape} must agree on N"
-        )
-    tr, va, te = (split == s for s in ("train", "val", "test"))
-    scaler = StandardScaler().fit(x[tr])
-    xs = scaler.transform(x)
-    rows = []
+    names = list(labels.columns)
+    y = labels.to_numpy(dtype=np.float64)
+    ok = _labelled(y)
+    prepared = {k: _prepare(v, labels, split) for k, v in cands.items()}
+    split_arr = next(iter(prepared.values()))[1]
+    tr, va, te = (split_arr == s for s in ("train", "val", "test"))
+    two = lambda rows, j: len(np.unique(y[rows & ok[:, j], j])) == 2  # noqa: E731
+    cols = [j for j in range(len(names)) if two(tr, j) and two(te, j)]
+    yc, okc = y[:, cols], ok[:, cols]
+    has_val = np.array([two(va, j) for j in cols], dtype=bool)
+
+    # --- choose C per finding and the feature set (validation only)
+    best_kind, best_score, val_by_kind = None, -np.inf, {}
+    chosen_c = chosen_val = None
+    for kind, (xs, _) in prepared.items():
+        per_c_list, fits, prev = [], [], None
+        for c in sorted(c_grid):  # ascending C, each fit warm-started from the previous one
+            prev = fit_multilabel_logistic(xs[tr], yc[tr], c, mask=okc[tr], init=prev)
+            fits.append(prev)
+            per_c_list.append(_column_auprc(yc, okc, va, prev.decision_function(xs)))
+        c_grid = sorted(c_grid)
+        per_c = np.stack(per_c_list) if cols else np.zeros((len(c_grid), 0))
+        per_c = np.where(np.isfinite(per_c), per_c, -1.0)
+        idx = per_c.argmax(0)
+        c_vec = np.where(has_val, np.asarray(c_grid)[idx], c_grid[len(c_grid) // 2])
+        val = np.where(has_val, per_c.max(0) if cols else 0.0, np.nan)
+        score = float(np.nanmean(val)) if np.isfinite(val).any() else float("nan")
+        val_by_kind[kind] = score
+        if best_kind is None or score > best_score:
+            best_kind, best_score, chosen_c, chosen_val = kind, score, c_vec, val
+            start = fits[int(np.median(idx)) if len(idx) else 0]
+    assert best_kind is not None
+    xs = prepared[best_kind][0]
+
+    # --- seeds: refit on a subsample of training subjects, score on test
     train_subjects = np.unique(subjects[tr])
-    for name in labels.columns:
-        y = labels[name].to_numpy(dtype=np.float64)
-        ok = _labelled(y)
-        m_tr, m_va, m_te = tr & ok, va & ok, te & ok
+    ap = np.full((len(seeds), len(cols)), np.nan)
+    roc = np.full_like(ap, np.nan)
+    for si, seed in enumerate(seeds):
+        rng = np.random.default_rng(seed)
+        keep_subj = rng.choice(
+            train_subjects, size=max(2, int(round(subsample * len(train_subjects)))), replace=False
+        )
+        keep = tr & np.isin(subjects, keep_subj)
+        mask = okc & keep[:, None]
+        for j in range(len(cols)):  # a subsample without both classes: use all training rows
+            if len(np.unique(yc[mask[:, j], j])) < 2:
+                mask[:, j] = okc[:, j] & tr
+        z = fit_multilabel_logistic(xs, yc, chosen_c, mask=mask, init=start).decision_function(xs)
+        for j in range(len(cols)):
+            rows = te & okc[:, j]
+            ap[si, j] = auprc(yc[rows, j], z[rows, j])
+            roc[si, j] = float(roc_auc_score(yc[rows, j], z[rows, j]))
+
+    rows_out = []
+    nan = float("nan")
+    for j, name in enumerate(names):
+        m_te = te & ok[:, j]
         row: dict[str, object] = {
             "finding": name,
-            "prevalence": float(np.mean(y[m_te])) if m_te.any() else float("nan"),
-            "n_test_pos": int(np.sum(y[m_te] == 1)),
+            "prevalence": float(np.mean(y[m_te, j])) if m_te.any() else nan,
+            "n_test_pos": int(np.sum(y[m_te, j] == 1)),
         }
-        if len(np.unique(y[m_tr])) < 2 or len(np.unique(y[m_te])) < 2:
-            row.update(auprc_mean=float("nan"), auprc_std=float("nan"), C=float("nan"))
-            rows.append(row)
-            continue
-        best_c, best = c_grid[0], -1.0
-        if len(np.unique(y[m_va])) == 2:
-            for c in c_grid:
-                score = _fit(xs[m_tr], y[m_tr], c, 0).decision_function(xs[m_va])
-                a = auprc(y[m_va], score)
-                if a > best:
-                    best_c, best = c, a
+        if j not in cols:
+            row.update(auprc_mean=nan, auprc_std=nan, auroc_mean=nan, auroc_std=nan, C=nan)
         else:
-            best_c = c_grid[len(c_grid) // 2]
-        vals = []
-        for seed in seeds:
-            rng = np.random.default_rng(seed)
-            keep_subj = rng.choice(
-                train_subjects,
-                size=max(2, int(round(subsample * len(train_subjects)))),
-                replace=False,
-            )
-            m = m_tr & np.isin(subjects, keep_subj)
-            if len(np.unique(y[m])) < 2:
-                m = m_tr
-            score = _fit(xs[m], y[m], best_c, seed).decision_function(xs[m_te])
-            a = auprc(y[m_te], score)
-            row[f"seed_{seed}"] = a
-            vals.append(a)
-        row.update(auprc_mean=float(np.mean(vals)), auprc_std=float(np.std(vals)), C=best_c)
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("finding")
+            k = cols.index(j)
+            row.update(
+                auprc_mean=float(ap[:, k].mean()), auprc_std=float(ap[:, k].std()),
+                auroc_mean=float(roc[:, k].mean()), auroc_std=float(roc[:, k].std()),
+                C=float(chosen_c[k]), val_auprc=float(chosen_val[k]),
+            )  # fmt: skip
+            for si, seed in enumerate(seeds):
+                row[f"seed_{seed}"] = float(ap[si, k])
+                row[f"auroc_seed_{seed}"] = float(roc[si, k])
+        rows_out.append(row)
+    out = pd.DataFrame(rows_out).set_index("finding")
+    out.attrs.update(kind=best_kind, val_by_kind=val_by_kind)
+    return out
+
+
+# The paper's bins (Appendix C.3): age in years, weight in kg, BMI in kg/m^2; the edges split
+# "< 20, 20-40, 40-60, 60-80, > 80" and so on (a value on an edge goes to the upper bin).
+PAPER_BIN_EDGES: dict[str, tuple[float, ...]] = {
+    "age": (20.0, 40.0, 60.0, 80.0),
+    "weight": (50.0, 65.0, 80.0, 95.0),
+    "bmi": (18.5, 25.0, 30.0, 35.0),
+}
+METADATA_C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0)
+
+
+def paper_bins(variable: str, values: np.ndarray) -> np.ndarray:
+    """Codes ``0..4`` of ``values`` in the paper's five bins for ``variable``."""
+    if variable not in PAPER_BIN_EDGES:
+        raise ValueError(f"no paper bins for {variable!r}; known: {sorted(PAPER_BIN_EDGES)}")
+    v = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(v).all():
+        raise ValueError(f"paper_bins({variable!r}) got NaN/inf values: drop missing rows first")
+    return np.digitize(v, PAPER_BIN_EDGES[variable], right=False).astype(np.int64)
+
+
+def metadata_targets(meta: pd.DataFrame, variable: str, bins: str = "paper") -> pd.Series:
+    """Class codes of one metadata variable (NaN rows dropped): sex -> 0 F / 1 M; age, weight,
+    BMI -> five bins (``bins="paper"``: the paper's edges; ``"quantile"``: equal counts)."""
+    col = meta[variable]
+    col = col[col.notna() & (col.astype(str) != "")]
+    if variable == "sex":
+        s = col.astype(str).str.upper().str[0]
+        bad = ~s.isin(["M", "F"])
+        if bad.any():
+            raise ValueError(f"sex must be M/F, got {sorted(set(col[bad].astype(str)))[:5]}")
+        return (s == "M").astype(np.int64)
+    v = col.to_numpy(dtype=np.float64)
+    codes = paper_bins(variable, v) if bins == "paper" else quantile_bins(v, 5)[0]
+    return pd.Series(codes, index=col.index)
+
+
+def _fit_multiclass(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> LogisticRegression:
+    if len(np.unique(y)) <= 2:
+        return _fit(x, y, c, seed)
+    return LogisticRegression(C=c, max_iter=1000, random_state=seed).fit(x, y)
 
 
 def metadata_probe(
@@ -125,49 +226,63 @@ def metadata_probe(
     subjects: Sequence[object],
     *,
     variables: Sequence[str] = ("sex", "age", "weight", "bmi"),
-    n_bins: int = 5,
+    bins: str = "paper",
     folds: int = 5,
     seed: int = 0,
-    c: float = 0.03,
+    c_grid: Sequence[float] = METADATA_C_GRID,
 ) -> pd.DataFrame:
     """Accuracy of a logistic probe for patient metadata, as in the paper's Table 7.
 
-    ``sex`` is binary; continuous variables are cut into ``n_bins`` equal-count bins. Accuracy
-    is the mean (std) over ``folds`` subject-grouped, stratified folds.
+    ``sex`` is binary; age, weight and BMI are cut into five bins (:data:`PAPER_BIN_EDGES`, or
+    equal-count bins with ``bins="quantile"``). Accuracy is the mean (std) over ``folds``
+    subject-grouped, stratified folds (80/20 for 5 folds). In each fold, C is chosen from
+    ``c_grid`` on one grouped inner split of the training part only, then refit on all of it.
 
     Args:
         features: ``[N, D]``.
-        meta: ``[N, ...]`` with the ``variables`` columns.
+        meta: ``[N, ...]`` with the ``variables`` columns (blank = unknown, dropped).
         subjects: ``[N]`` subject ids (no subject in two folds).
 
     Returns:
-        DataFrame indexed by variable with ``acc_mean, acc_std, chance, n_classes``.
+        DataFrame indexed by variable with ``acc_mean, acc_std, chance`` (majority class),
+        ``n``, ``n_classes``, ``counts`` (images per class) and ``fold_<k>`` accuracies.
     """
     x = np.asarray(features, dtype=np.float64)
     groups = np.asarray(subjects)
+    if len(x) != len(meta) or len(groups) != len(x):
+        raise ValueError(f"features {x.shape}, meta {meta.shape}, subjects must agree on N")
     rows = []
     for var in variables:
-        col = meta[var]
-        ok = col.notna().to_numpy()
-        if var == "sex":
-            y = (col[ok].astype(str).str.upper().str[0] == "M").astype(int).to_numpy()
-        else:
-            y, _ = quantile_bins(col[ok].to_numpy(dtype=np.float64), n_bins)
-        xv, gv = x[ok], groups[ok]
+        target = metadata_targets(meta.reset_index(drop=True), var, bins)
+        keep = target.index.to_numpy()
+        y = target.to_numpy()
+        xv, gv = x[keep], groups[keep]
+        counts = np.bincount(y, minlength=2 if var == "sex" else 5)
         accs = []
         cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         for tr, te in cv.split(xv, y, gv):
+            inner = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=seed)
+            itr, iva = next(inner.split(xv[tr], y[tr], gv[tr]))
+            sc = StandardScaler().fit(xv[tr][itr])
+            best_c, best = c_grid[0], -1.0
+            for c in c_grid:
+                clf = _fit_multiclass(sc.transform(xv[tr][itr]), y[tr][itr], c, seed)
+                a = float(np.mean(clf.predict(sc.transform(xv[tr][iva])) == y[tr][iva]))
+                if a > best:
+                    best_c, best = c, a
             sc = StandardScaler().fit(xv[tr])
-            clf = _fit(sc.transform(xv[tr]), y[tr], c, seed)
+            clf = _fit_multiclass(sc.transform(xv[tr]), y[tr], best_c, seed)
             accs.append(float(np.mean(clf.predict(sc.transform(xv[te])) == y[te])))
-        counts = np.bincount(y)
         rows.append(
             {
                 "variable": var,
                 "acc_mean": float(np.mean(accs)),
                 "acc_std": float(np.std(accs)),
                 "chance": float(counts.max() / counts.sum()),
-                "n_classes": int(len(counts)),
+                "n": int(len(y)),
+                "n_classes": int(np.count_nonzero(counts)),
+                "counts": counts.tolist(),
+                **{f"fold_{k}": a for k, a in enumerate(accs)},
             }
         )
     return pd.DataFrame(rows).set_index("variable")

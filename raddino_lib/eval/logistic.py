@@ -1,0 +1,96 @@
+"""Many independent L2-regularised logistic regressions fitted at once (multi-label probes).
+
+A linear probe for ``F`` findings is ``F`` separate binary logistic regressions on the same
+features. scikit-learn fits them one by one; here they are the ``F`` output columns of one
+linear layer, fitted by full-batch L-BFGS in torch (float64 on CPU). Each column minimises
+exactly scikit-learn's objective::
+
+    C_j * sum_{i labelled for j} logloss(y_ij, x_i . w_j + b_j) + 0.5 * ||w_j||^2
+
+(intercept not penalised), with its own ``C_j`` and its own label mask, so the solutions
+match ``LogisticRegression(C=C_j)`` fitted on that column's labelled rows (tested to 1e-4 in
+the decision function). The joint fit costs a few matrix products per iteration instead of
+``F`` separate solver runs: 10-50x faster for 13 findings on a few thousand features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["MultiLabelLogistic", "fit_multilabel_logistic"]
+
+
+class MultiLabelLogistic:
+    """Fitted weights ``coef [F, D]`` and ``intercept [F]``."""
+
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray) -> None:
+        self.coef = coef
+        self.intercept = intercept
+
+    def decision_function(self, x: np.ndarray) -> np.ndarray:
+        """``x [N, D]`` -> logits ``[N, F]``."""
+        return np.asarray(x, dtype=np.float64) @ self.coef.T + self.intercept
+
+
+def fit_multilabel_logistic(
+    x: np.ndarray,
+    y: np.ndarray,
+    c: float | Sequence[float] | np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    max_iter: int = 500,
+    tol: float = 1e-6,
+    init: MultiLabelLogistic | None = None,
+) -> MultiLabelLogistic:
+    """Fit one logistic regression per column of ``y``.
+
+    Args:
+        x: ``[N, D]`` features (standardise them first, as for scikit-learn's solvers).
+        y: ``[N, F]`` labels in {0, 1}; entries outside ``mask`` are ignored.
+        c: inverse regularisation strength, one for all columns or ``[F]``.
+        mask: ``[N, F]`` bool, True where the label counts (default: all).
+        max_iter: L-BFGS iterations.
+        tol: gradient tolerance on the objective divided by ``N`` (1e-6 gives decision
+            functions within ~1e-3 of scikit-learn's at tight tolerance).
+        init: warm start (e.g. the solution for a neighbouring C or training subset).
+
+    Returns:
+        :class:`MultiLabelLogistic` with ``coef [F, D]``, ``intercept [F]``.
+    """
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    yt = torch.as_tensor(np.nan_to_num(np.asarray(y, dtype=np.float64)))
+    if yt.ndim != 2 or len(yt) != len(xt):
+        raise ValueError(f"x {tuple(xt.shape)} and y {tuple(yt.shape)} must be [N, D], [N, F]")
+    n, d = xt.shape
+    f = yt.shape[1]
+    m = torch.ones_like(yt) if mask is None else torch.as_tensor(mask, dtype=torch.float64)
+    if m.shape != yt.shape:
+        raise ValueError(f"mask {tuple(m.shape)} must match y {tuple(yt.shape)}")
+    cv = torch.as_tensor(np.broadcast_to(np.asarray(c, dtype=np.float64), (f,)).copy())
+    if (cv <= 0).any():
+        raise ValueError(f"C must be positive, got {cv.tolist()}")
+    if init is not None and init.coef.shape == (f, d):
+        w = torch.tensor(init.coef.T.copy(), dtype=torch.float64, requires_grad=True)
+        b = torch.tensor(init.intercept.copy(), dtype=torch.float64, requires_grad=True)
+    else:
+        w = torch.zeros(d, f, dtype=torch.float64, requires_grad=True)
+        b = torch.zeros(f, dtype=torch.float64, requires_grad=True)
+    scale = 1.0 / n  # same minimiser, better-conditioned objective for the line search
+    opt = torch.optim.LBFGS(
+        [w, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
+        history_size=20, line_search_fn="strong_wolfe",
+    )  # fmt: skip
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        z = xt @ w + b
+        nll = torch.nn.functional.binary_cross_entropy_with_logits(z, yt, reduction="none")
+        loss = scale * ((cv * (nll * m).sum(0)).sum() + 0.5 * (w * w).sum())
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return MultiLabelLogistic(w.detach().numpy().T.copy(), b.detach().numpy().copy())
