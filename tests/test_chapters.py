@@ -71,4 +71,38 @@ def _check_02(r: dict) -> None:
     assert {"probe_beats_raw_pixels_spatial", "probe_beats_random_init_global"} <= set(r["checks"])
 
 
-CHECKS = {"01_data": _check_01, "02_pretraining": _check_02}
+ENCODERS = {
+    "raw pixels", "random init", "general-domain DINO", "text-supervised CLIP", "RAD-DINO-mini",
+}  # fmt: skip
+
+
+def _check_03(r: dict) -> None:
+    for table, findings in (("table3", 6), ("table4", 4), ("table_a1", 3)):
+        t = r[table]
+        assert set(t["encoders"]) == ENCODERS and len(t["findings"]) == findings
+        assert t["seeds"] == [0, 1]  # smoke probe seeds
+        for enc in t["encoders"].values():
+            assert enc["kind"] in ("pixels", "cls", "cls+mean", "cls+mean+grid")
+            assert len(enc["macro_auprc_seeds"]) == 2
+            for f in enc["findings"].values():
+                assert f["auprc_mean"] is None or 0.0 <= f["auprc_mean"] <= 1.0
+    assert {c["verdict"] for c in r["claims"]} <= {"held", "did not hold", "inconclusive"}
+    assert {e["encoder"] for e in r["encoders"]} == ENCODERS
+    if "augmented" in r:
+        assert set(r["augmented"]["encoders"]) == {"RAD-DINO-mini", "text-supervised CLIP"}
+
+
+def _check_04(r: dict) -> None:
+    assert set(r["metadata"]) == ENCODERS
+    for rows in r["metadata"].values():
+        by_var = {row["variable"]: row for row in rows}
+        assert set(by_var) == {"sex", "age", "weight", "bmi"}
+        for row in by_var.values():
+            assert 0.0 <= row["acc_mean"] <= 1.0 and 0.0 < row["chance"] <= 1.0
+    assert r["subset"]["n_images"] > 0
+
+
+CHECKS = {
+    "01_data": _check_01, "02_pretraining": _check_02, "03_classification": _check_03,
+    "04_metadata": _check_04,
+}  # fmt: skip

@@ -1,0 +1,294 @@
+"""Frozen-encoder comparisons: the book's encoder line-up, probes on the same splits, verdicts.
+
+* :func:`book_encoders` -- the in-project stand-ins for the paper's rows, each trained
+  through the library and cached (trained on first use): raw pixels (the floor), random
+  init, the general-domain DINO (DINOv2's stand-in), the text-supervised CLIP-style encoder
+  (BioViL-T / BiomedCLIP's stand-in) and RAD-DINO-mini (chapter 2's run); plus any
+  ``name=source`` entries of ``cfg.extra_encoders`` (local folders, hub ids, ``timm:``).
+* :func:`encoder_features` -- cached embeddings turned into the candidate probe features.
+* :func:`compare_encoders` -- :func:`~raddino_lib.eval.probe.finding_probe` for every
+  encoder on the same rows, seeds and training subsets -> :class:`Comparison`.
+* :func:`paired_verdict` -- "held" / "did not hold" / "inconclusive" for "A beats B", from
+  the per-seed differences (the seeds share their training subsets across encoders).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raddino_lib.config import Config
+from raddino_lib.eval.cache import cached_embeddings
+from raddino_lib.eval.embed import probe_features
+from raddino_lib.eval.probe import finding_probe
+from raddino_lib.models.registry import Encoder, load_encoder
+
+__all__ = [
+    "ENCODER_ROLES",
+    "Comparison",
+    "book_encoders",
+    "compare_encoders",
+    "compare_metadata",
+    "encoder_features",
+    "Claim",
+    "claims_table",
+    "paired_verdict",
+]
+
+RAD_DINO = "RAD-DINO-mini"
+TEXT_SUP = "text-supervised CLIP"
+GENERAL = "general-domain DINO"
+RANDOM = "random init"
+PIXELS = "raw pixels"
+
+# name -> (the paper's rows it stands in for, supervision, pretraining data)
+ENCODER_ROLES: dict[str, tuple[str, str, str]] = {
+    PIXELS: ("the floor (no encoder)", "none", "-"),
+    RANDOM: ("an untrained ViT of the same shape", "none", "-"),
+    GENERAL: ("DINOv2 (general domain)", "image only (DINOv2 recipe)", "natural-image crops"),
+    TEXT_SUP: ("BioViL-T, BiomedCLIP", "image-report contrastive", "phantom train split + reports"),
+    RAD_DINO: ("RAD-DINO", "image only (DINOv2 recipe)", "phantom train split, no text"),
+}
+
+
+def _vit(loader: Callable[[], Any], name: str) -> Callable[[], Encoder]:
+    return lambda: load_encoder(loader()[0], name=name)
+
+
+def book_encoders(
+    cfg: Config, *, include: Sequence[str] | None = None, train: bool = True
+) -> dict[str, Encoder]:
+    """The encoders the book compares, in table order (baselines trained when missing).
+
+    Args:
+        include: subset of names (default: all of :data:`ENCODER_ROLES`).
+        train: False raises instead of training a missing baseline.
+    """
+    from raddino_lib.ssl.export import pretrained_encoder
+    from raddino_lib.ssl.general import general_domain_encoder
+    from raddino_lib.textsup.encoder import text_supervised_encoder
+
+    loaders: dict[str, Callable[[], Encoder]] = {
+        PIXELS: lambda: load_encoder(f"pixels:{cfg.pixel_floor_size}", name=PIXELS),
+        RANDOM: lambda: load_encoder("random", cfg=cfg, seed=cfg.seed, name=RANDOM),
+        GENERAL: _vit(lambda: general_domain_encoder(cfg, train=train), GENERAL),
+        TEXT_SUP: _vit(lambda: text_supervised_encoder(cfg, train=train), TEXT_SUP),
+        RAD_DINO: _vit(lambda: pretrained_encoder(cfg, train=train), RAD_DINO),
+    }
+    for entry in cfg.extra_encoders:
+        name, sep, source = entry.partition("=")
+        if not sep or not name or not source:
+            raise ValueError(f"extra_encoders entry {entry!r} must be 'name=source'")
+        loaders[name] = lambda n=name, s=source: load_encoder(s, name=n)
+    names = list(include) if include is not None else list(loaders)
+    unknown = [n for n in names if n not in loaders]
+    if unknown:
+        raise ValueError(f"unknown encoder(s) {unknown}; known: {list(loaders)}")
+    return {n: loaders[n]() for n in names}
+
+
+def encoder_features(
+    encoder: Encoder, root: str | Path, records: pd.DataFrame, cfg: Config
+) -> dict[str, np.ndarray]:
+    """Candidate probe features ``{kind: [N, D_kind]}`` of ``records`` (cached embeddings).
+
+    Raw pixels have one kind (``"pixels"``, the flattened image); neural encoders get every
+    kind of ``cfg.probe_kinds`` (``"cls"``, ``"cls+mean"``, ``"cls+mean+grid"`` with the
+    patch grid pooled to ``cfg.probe_grid``), among which the probe chooses on validation.
+    """
+    from raddino_lib.ssl.train import resolve_device
+
+    device = str(resolve_device(cfg.device))
+    grid = cfg.probe_grid if "cls+mean+grid" in cfg.probe_kinds else 0
+    if encoder.kind == "pixels":
+        grid = 0
+    emb = cached_embeddings(
+        encoder, root, records, grid=grid, batch_size=cfg.embed_batch_size, device=device,
+        precision=cfg.precision, progress=cfg.progress,
+    )  # fmt: skip
+    if encoder.kind == "pixels":
+        return {"pixels": emb["cls"]}
+    return {k: probe_features(emb, k) for k in cfg.probe_kinds}
+
+
+@dataclass
+class Comparison:
+    """Probe results of several encoders on the same rows, seeds and training subsets.
+
+    Attributes:
+        tables: ``{encoder: finding_probe table}``.
+        findings: the finding columns, in order.
+        seeds: the probe seeds.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    findings: list[str]
+    seeds: list[int]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def subset(self, findings: Sequence[str]) -> Comparison:
+        """The same probes restricted to some findings (e.g. one paper table's columns)."""
+        missing = [f for f in findings if f not in self.findings]
+        if missing:
+            raise KeyError(f"findings {missing} were not probed; probed: {self.findings}")
+        tables = {}
+        for n, t in self.tables.items():
+            sub = t.loc[list(findings)].copy()
+            sub.attrs.update(t.attrs)
+            tables[n] = sub
+        return Comparison(tables, list(findings), self.seeds, dict(self.meta))
+
+    def kinds(self) -> dict[str, str]:
+        """The feature set each encoder's probe chose on validation."""
+        return {n: t.attrs.get("kind", "") for n, t in self.tables.items()}
+
+    def summary(self, metric: str = "auprc", stat: str = "mean") -> pd.DataFrame:
+        """Encoders x findings of ``<metric>_<stat>``, plus a ``macro`` column (mean over
+        findings; for ``stat="std"`` the std over seeds of the per-seed macro average)."""
+        col = f"{metric}_{stat}"
+        df = pd.DataFrame({n: t[col] for n, t in self.tables.items()}).T[self.findings]
+        if stat == "std":
+            df["macro"] = [float(np.std(self.seed_macro(n, metric))) for n in df.index]
+        else:
+            df["macro"] = df[self.findings].mean(axis=1)
+        return df
+
+    def seed_values(self, name: str, finding: str, metric: str = "auprc") -> np.ndarray:
+        prefix = "seed_" if metric == "auprc" else f"{metric}_seed_"
+        t = self.tables[name]
+        return np.array([t.loc[finding, f"{prefix}{s}"] for s in self.seeds], dtype=float)
+
+    def seed_macro(self, name: str, metric: str = "auprc", findings: Sequence[str] | None = None):
+        """Per-seed mean over ``findings`` (default all) -> ``[n_seeds]``."""
+        fs = list(findings) if findings is not None else self.findings
+        return np.nanmean(np.stack([self.seed_values(name, f, metric) for f in fs]), axis=0)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for ``results/<preset>/<chapter>.json``."""
+        out: dict[str, Any] = {"findings": self.findings, "seeds": self.seeds, "encoders": {}}
+        for n, t in self.tables.items():
+            per = {}
+            for f in self.findings:
+                r = t.loc[f]
+                per[f] = {
+                    "auprc_mean": r.get("auprc_mean"), "auprc_std": r.get("auprc_std"),
+                    "auroc_mean": r.get("auroc_mean"), "auroc_std": r.get("auroc_std"),
+                    "auprc_seeds": self.seed_values(n, f).tolist()
+                    if "seed_0" in t.columns or f"seed_{self.seeds[0]}" in t.columns else [],
+                    "prevalence": r.get("prevalence"), "n_test_pos": r.get("n_test_pos"),
+                    "C": r.get("C"),
+                }  # fmt: skip
+            out["encoders"][n] = {
+                "kind": t.attrs.get("kind"),
+                "val_by_kind": t.attrs.get("val_by_kind"),
+                "macro_auprc_seeds": self.seed_macro(n).tolist(),
+                "findings": per,
+            }
+        out.update(self.meta)
+        return out
+
+
+def compare_encoders(
+    features: Mapping[str, Mapping[str, np.ndarray]],
+    records: pd.DataFrame,
+    findings: Sequence[str],
+    *,
+    seeds: Sequence[int],
+    progress: bool = False,
+) -> Comparison:
+    """Run the fast probe for each encoder's candidate features on the same rows and seeds."""
+    from tqdm.auto import tqdm
+
+    tables = {}
+    for name, feats in tqdm(features.items(), desc="probe", disable=not progress, leave=False):
+        tables[name] = finding_probe(
+            feats, records[list(findings)], records["split"], records["subject_id"], seeds=seeds
+        )
+    return Comparison(tables, list(findings), list(seeds))
+
+
+def paired_verdict(a: np.ndarray, b: np.ndarray, *, share: float = 0.8) -> dict[str, Any]:
+    """Is ``a`` ahead of ``b``? Paired per-seed values (same training subsets per seed).
+
+    Returns ``{"verdict", "diff_mean", "diff_std", "wins", "n"}``: "held" when the mean
+    difference is positive and ``a`` is ahead on at least ``share`` of the seeds, "did not
+    hold" when the reverse is true, "inconclusive" otherwise (the seeds' spread swamps it).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    d = a[ok] - b[ok]
+    if len(d) == 0:
+        return {"verdict": "inconclusive", "diff_mean": float("nan"), "diff_std": float("nan"),
+                "wins": 0, "n": 0}  # fmt: skip
+    wins, n = int(np.sum(d > 0)), len(d)
+    mean = float(d.mean())
+    if mean > 0 and wins >= share * n:
+        verdict = "held"
+    elif mean < 0 and (n - wins) >= share * n:
+        verdict = "did not hold"
+    else:
+        verdict = "inconclusive"
+    return {"verdict": verdict, "diff_mean": mean, "diff_std": float(d.std()), "wins": wins,
+            "n": n}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The claim "``a`` beats ``b`` on ``findings``" (macro over them, paired by seed)."""
+
+    text: str
+    a: str
+    b: str
+    findings: tuple[str, ...]
+    metric: str = "auprc"
+
+
+def claims_table(comp: Comparison, claims: Sequence[Claim]) -> pd.DataFrame:
+    """One row per claim: the two macro means, the paired difference and the verdict."""
+    rows = []
+    for c in claims:
+        if c.a not in comp.tables or c.b not in comp.tables:
+            continue
+        va = comp.seed_macro(c.a, c.metric, c.findings)
+        vb = comp.seed_macro(c.b, c.metric, c.findings)
+        v = paired_verdict(va, vb)
+        rows.append(
+            {
+                "claim": c.text,
+                c.metric + " A": float(np.mean(va)),
+                c.metric + " B": float(np.mean(vb)),
+                "A - B": v["diff_mean"],
+                "± (seeds)": v["diff_std"],
+                "A ahead on seeds": f"{v['wins']}/{v['n']}",
+                "verdict": v["verdict"],
+            }
+        )
+    return pd.DataFrame(rows).set_index("claim") if rows else pd.DataFrame()
+
+
+def compare_metadata(
+    features: Mapping[str, np.ndarray],
+    meta: pd.DataFrame,
+    subjects: Sequence[object],
+    *,
+    variables: Sequence[str] = ("sex", "age", "weight", "bmi"),
+    folds: int = 5,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, pd.DataFrame]:
+    """:func:`~raddino_lib.eval.probe.metadata_probe` per encoder on the same rows and folds
+    (the folds depend only on the labels, the subjects and ``seed``, so they are shared and
+    encoders can be compared fold by fold)."""
+    from tqdm.auto import tqdm
+
+    from raddino_lib.eval.probe import metadata_probe
+
+    return {
+        name: metadata_probe(x, meta, subjects, variables=variables, folds=folds, seed=seed)
+        for name, x in tqdm(features.items(), desc="metadata", disable=not progress, leave=False)
+    }

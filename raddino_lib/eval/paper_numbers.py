@@ -1,0 +1,65 @@
+"""The paper's published numbers that chapters show beside this run's (AUPRC and accuracy
+in percent, mean and std over 5 seeds or folds, as printed in the preprint)."""
+
+from __future__ import annotations
+
+# Table 3: VinDr-CXR, linear probe, AUPRC mean +- std (1500 train / 3000 test images).
+TABLE3_VINDR: dict[str, dict[str, tuple[float, float]]] = {
+    "CLIP@224": {"LO": (22.95, 1.17), "CM": (52.91, 1.53), "PL-T": (22.31, 2.33),
+                 "AE": (56.45, 2.02), "PF": (25.12, 1.35), "TB": (18.41, 1.43)},
+    "CLIP@336": {"LO": (23.88, 1.05), "CM": (53.87, 1.40), "PL-T": (23.71, 3.61),
+                 "AE": (58.16, 1.62), "PF": (27.67, 0.69), "TB": (19.93, 1.99)},
+    "BioViL-T": {"LO": (34.07, 3.20), "CM": (41.10, 1.94), "PL-T": (26.50, 4.32),
+                 "AE": (37.01, 1.19), "PF": (32.35, 2.38), "TB": (34.08, 3.65)},
+    "BiomedCLIP": {"LO": (38.33, 1.93), "CM": (66.94, 0.95), "PL-T": (29.62, 3.57),
+                   "AE": (62.66, 1.90), "PF": (36.78, 3.85), "TB": (38.21, 4.85)},
+    "MRM": {"LO": (43.38, 2.36), "CM": (82.04, 1.43), "PL-T": (45.05, 4.94),
+            "AE": (75.14, 1.30), "PF": (55.12, 3.44), "TB": (64.42, 4.15)},
+    "RAD-DINO": {"LO": (47.55, 2.96), "CM": (82.51, 1.66), "PL-T": (46.13, 4.98),
+                 "AE": (83.53, 0.73), "PF": (69.67, 2.29), "TB": (70.36, 3.51)},
+}  # fmt: skip
+
+# Table 4: CANDID-PTX (AUPRC) and RSNA Pneumonia (AUPRC, AUROC).
+TABLE4_CANDID_RSNA: dict[str, dict[str, tuple[float, float]]] = {
+    "CLIP@224": {"PTX": (41.71, 1.57), "Tube": (25.17, 0.98), "Fx": (4.02, 1.14),
+                 "PNA AUPRC": (60.07, 2.01), "PNA AUROC": (83.65, 0.71)},
+    "CLIP@336": {"PTX": (43.60, 1.15), "Tube": (29.61, 1.67), "Fx": (5.20, 1.97),
+                 "PNA AUPRC": (59.96, 1.70), "PNA AUROC": (84.22, 0.37)},
+    "BioViL-T": {"PTX": (65.55, 1.48), "Tube": (31.10, 3.40), "Fx": (4.35, 1.88),
+                 "PNA AUPRC": (66.78, 1.51), "PNA AUROC": (86.91, 0.45)},
+    "BiomedCLIP": {"PTX": (60.35, 1.99), "Tube": (46.39, 4.43), "Fx": (8.14, 2.46),
+                   "PNA AUPRC": (68.39, 1.68), "PNA AUROC": (87.49, 0.40)},
+    "MRM": {"PTX": (74.88, 2.37), "Tube": (58.16, 4.89), "Fx": (12.25, 7.11),
+            "PNA AUPRC": (71.44, 1.49), "PNA AUROC": (88.98, 0.51)},
+    "RAD-DINO": {"PTX": (80.08, 1.55), "Tube": (90.80, 1.56), "Fx": (13.43, 4.10),
+                 "PNA AUPRC": (70.99, 1.75), "PNA AUROC": (88.38, 0.63)},
+}  # fmt: skip
+
+# Table A.1: PadChest lateral views (AUPRC): vertebral degenerative changes, pleural
+# effusion, costophrenic angle blunting.
+TABLE_A1_LATERAL: dict[str, dict[str, tuple[float, float]]] = {
+    "BioViL-T": {"VDC": (57.12, 2.44), "PE": (82.10, 2.36), "CAB": (69.69, 2.21)},
+    "BiomedCLIP": {"VDC": (69.06, 1.24), "PE": (90.60, 1.02), "CAB": (76.21, 2.92)},
+    "MRM": {"VDC": (76.97, 1.75), "PE": (96.45, 0.98), "CAB": (83.09, 2.85)},
+    "RAD-DINO": {"VDC": (80.33, 1.32), "PE": (94.53, 0.95), "CAB": (83.57, 2.63)},
+}
+
+# Table 7: metadata from frozen embeddings, 5-fold CV accuracy mean (std), MIMIC-CXR
+# "no findings" subset (60.1k AP/PA images).
+TABLE7_METADATA: dict[str, dict[str, tuple[float, float]]] = {
+    "BioViL-T": {"sex": (75.1, 0.3), "age": (60.8, 0.5), "weight": (43.8, 0.5),
+                 "bmi": (47.6, 0.1)},
+    "BiomedCLIP": {"sex": (86.0, 0.3), "age": (56.5, 0.5), "weight": (52.8, 0.4),
+                   "bmi": (54.2, 0.1)},
+    "RAD-DINO": {"sex": (99.6, 0.1), "age": (72.3, 0.3), "weight": (62.4, 0.4),
+                 "bmi": (71.3, 0.2)},
+}  # fmt: skip
+
+
+def paper_frame(table: dict[str, dict[str, tuple[float, float]]]):
+    """A table of ``"mean ± std"`` strings, models as rows (for display beside this run's)."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        {m: {k: f"{v[0]:.2f} ± {v[1]:.2f}" for k, v in row.items()} for m, row in table.items()}
+    ).T
