@@ -93,7 +93,11 @@ def _check_03(r: dict) -> None:
 
 
 def _check_04(r: dict) -> None:
-    assert set(r["metadata"]) == ENCODERS
+    oracle = "phantom anatomy (oracle)"
+    assert set(r["metadata"]) == ENCODERS | {oracle}
+    # Breast shadows are sampled for female subjects only: the true anatomy separates sex.
+    oracle_sex = next(row for row in r["metadata"][oracle] if row["variable"] == "sex")
+    assert oracle_sex["acc_mean"] >= oracle_sex["chance"] + 0.1
     for rows in r["metadata"].values():
         by_var = {row["variable"]: row for row in rows}
         assert set(by_var) == {"sex", "age", "weight", "bmi"}

@@ -45,6 +45,8 @@ TEXT_SUP = "text-supervised CLIP"
 GENERAL = "general-domain DINO"
 RANDOM = "random init"
 PIXELS = "raw pixels"
+#: Not an encoder: the phantom's true anatomy parameters, the ceiling of what images show.
+ORACLE = "phantom anatomy (oracle)"
 
 # name -> (the paper's rows it stands in for, supervision, pretraining data)
 ENCODER_ROLES: dict[str, tuple[str, str, str]] = {
