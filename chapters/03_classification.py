@@ -52,7 +52,8 @@
 preset = "laptop"
 data_dir = None  # a dataset folder in the generic format (None: the built-in phantom)
 probe_seeds = None  # e.g. [0, 1, 2, 3, 4]
-extra_encoders = None  # list of "name=source" strings (local folders, timm:ARCH, hub ids)
+# extra_encoders: a list of "name=source" strings (local folders, timm:ARCH, hub ids)
+extra_encoders = None
 probe_epochs = None  # epochs of the augmented (paper) probe
 seed = None
 

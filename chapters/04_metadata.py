@@ -41,7 +41,8 @@
 # %% tags=["parameters"]
 preset = "laptop"
 data_dir = None  # a dataset folder in the generic format (None: the built-in phantom)
-extra_encoders = None  # list of "name=source" strings (local folders, timm:ARCH, hub ids)
+# extra_encoders: a list of "name=source" strings (local folders, timm:ARCH, hub ids)
+extra_encoders = None
 seed = None
 
 # %%

@@ -34,6 +34,21 @@ def test_toc_lists_the_chapters():
 
 
 @pytest.mark.parametrize("name", CHAPTERS)
+def test_papermill_reads_every_parameter(name: str):
+    """papermill skips (with a warning) an assignment it cannot parse, e.g. one whose trailing
+    comment holds '='; such a parameter would be silently dropped from `--help-notebook`."""
+    import jupytext
+    from papermill.translators import PythonTranslator
+
+    nb = jupytext.read(REPO / "chapters" / f"{name}.py")
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{name}: expected one cell tagged 'parameters'"
+    assigned = [ln.split("=")[0].strip() for ln in cells[0].source.splitlines()
+                if ln and not ln.startswith(("#", " ")) and "=" in ln]  # fmt: skip
+    assert [p.name for p in PythonTranslator.inspect(cells[0])] == assigned
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
 def test_chapter_runs_at_smoke(project: Path, name: str, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("RADDINO_ROOT", str(project))
     nb = run_chapter(name, "smoke", root=project, progress=False)
