@@ -275,12 +275,10 @@ def _read_processor(folder: Path | None) -> dict[str, Any]:
         raise EncoderError(f"{p}: not valid JSON ({exc})") from None
 
 
-class HFDinov2Encoder(Encoder):
-    """A transformers ``Dinov2Model`` (CLS = ``last_hidden_state[:, 0]``, as RAD-DINO's card)."""
+class _HFEncoder(Encoder):
+    """Shared set-up of the transformers backbones (sizes read from ``model.config``)."""
 
-    kind = "hf-dinov2"
-
-    def __init__(self, model: nn.Module, preprocess: Preprocess, name: str = "DINOv2") -> None:
+    def __init__(self, model: nn.Module, preprocess: Preprocess, name: str) -> None:
         super().__init__()
         cfg = model.config
         self.model = model.eval()
@@ -289,6 +287,15 @@ class HFDinov2Encoder(Encoder):
         self.patch_size = int(cfg.patch_size)
         self.embed_dim = int(cfg.hidden_size)
         self.num_layers = int(cfg.num_hidden_layers)
+
+
+class HFDinov2Encoder(_HFEncoder):
+    """A transformers ``Dinov2Model`` (CLS = ``last_hidden_state[:, 0]``, as RAD-DINO's card)."""
+
+    kind = "hf-dinov2"
+
+    def __init__(self, model: nn.Module, preprocess: Preprocess, name: str = "DINOv2") -> None:
+        super().__init__(model, preprocess, name)
 
     def forward_features(self, x: torch.Tensor, layers: Sequence[int] = ()) -> EncoderOutput:
         want = _pick(self.num_layers, layers)
@@ -302,22 +309,15 @@ class HFDinov2Encoder(Encoder):
         return EncoderOutput(cls=last[:, 0], patches=_to_grid(last[:, k:], h, w), layers=inter)
 
 
-class HFCLIPEncoder(Encoder):
+class HFCLIPEncoder(_HFEncoder):
     """A transformers CLIP vision tower. CLS = ``pooler_output`` (the post-LayerNorm class
     token that CLIP projects into its joint space); patches get the same LayerNorm."""
 
     kind = "hf-clip"
 
     def __init__(self, model: nn.Module, preprocess: Preprocess, name: str = "CLIP") -> None:
-        super().__init__()
-        cfg = model.config
-        self.model = model.eval()
-        self.name = name
-        self.preprocess = preprocess
-        self.patch_size = int(cfg.patch_size)
-        self.embed_dim = int(cfg.hidden_size)
-        self.num_layers = int(cfg.num_hidden_layers)
-        self._native = int(cfg.image_size)
+        super().__init__(model, preprocess, name)
+        self._native = int(model.config.image_size)
 
     def forward_features(self, x: torch.Tensor, layers: Sequence[int] = ()) -> EncoderOutput:
         want = _pick(self.num_layers, layers)
