@@ -280,3 +280,20 @@ def test_fingerprint_tracks_training_fields_only():
                  dict(base_lr=0.1), dict(checkpoint_every=5), dict(progress=True)):  # fmt: skip
         assert enc_mod.text_supervised_run_dir(_cfg(**same)) == base, same
     assert base.name.startswith("clip_smoke_") and len(base.name) == len("clip_smoke_") + 12
+
+
+def test_run_folders_follow_the_phantom_version(monkeypatch):
+    """A cached run trained on an older phantom is never reused after the generator changes."""
+    import raddino_lib.data.phantom as phantom
+    from raddino_lib.ssl.export import pretrained_run_dir
+
+    cfg = _cfg()
+    before = (enc_mod.text_supervised_run_dir(cfg), pretrained_run_dir(cfg))
+    monkeypatch.setattr(phantom, "GENERATOR_VERSION", "0.0.0-test")
+    after = (enc_mod.text_supervised_run_dir(cfg), pretrained_run_dir(cfg))
+    assert before[0] != after[0] and before[1] != after[1]
+    # A local dataset folder is named by data_dir, whatever the phantom's version.
+    local = _cfg(data_dir="/data/x")
+    first = enc_mod.text_supervised_run_dir(local)
+    monkeypatch.setattr(phantom, "GENERATOR_VERSION", "0.0.1-test")
+    assert enc_mod.text_supervised_run_dir(local) == first

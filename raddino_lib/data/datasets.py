@@ -41,6 +41,21 @@ def ensure_phantom(n: int, size: int, seed: int, *, progress: bool = True) -> Pa
     return final
 
 
+def data_identity(cfg: Config) -> dict[str, str]:
+    """What, besides the config fields, decides which images a run trains on.
+
+    A local folder is named by ``cfg.data_dir`` (already a config field); the phantom is named
+    by its generator version, so a cached run trained on an older phantom is never reused
+    after the generator changes. Run fingerprints (pretraining, text-supervised baseline)
+    include this.
+    """
+    if cfg.data_dir:
+        return {"data_dir": str(cfg.data_dir)}
+    from raddino_lib.data.phantom import GENERATOR_VERSION
+
+    return {"phantom_version": GENERATOR_VERSION}
+
+
 def dataset_dir(cfg: Config) -> Path:
     """The dataset folder this config points at (generating the phantom when needed)."""
     if cfg.data_dir:

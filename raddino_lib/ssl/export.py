@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from raddino_lib.config import Config
+from raddino_lib.data.datasets import data_identity
 from raddino_lib.models.backbone import ViTBackbone
 from raddino_lib.paths import cache_dir
 from raddino_lib.ssl.checkpoint import latest_checkpoint, load_checkpoint
@@ -45,7 +46,10 @@ def export_run(
 
 
 def _fingerprint(cfg: Config) -> str:
-    blob = json.dumps({"engine": ENGINE_VERSION, "config": _training_fields(cfg)}, sort_keys=True)
+    blob = json.dumps(
+        {"engine": ENGINE_VERSION, "config": _training_fields(cfg), "data": data_identity(cfg)},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from raddino_lib.config import Config
+from raddino_lib.data.datasets import data_identity
 from raddino_lib.models.backbone import BackboneSpec, ViTBackbone
 from raddino_lib.paths import cache_dir
 from raddino_lib.textsup.train import clip_fields, train_clip
@@ -35,7 +36,10 @@ TEXTSUP_VERSION = "1"
 
 
 def _fingerprint(cfg: Config) -> str:
-    blob = json.dumps({"version": TEXTSUP_VERSION, "config": clip_fields(cfg)}, sort_keys=True)
+    blob = json.dumps(
+        {"version": TEXTSUP_VERSION, "config": clip_fields(cfg), "data": data_identity(cfg)},
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

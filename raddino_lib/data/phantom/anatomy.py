@@ -10,7 +10,7 @@ physical-size features scale with the image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -52,6 +52,7 @@ class Anatomy:
     rib_r: float  # rib half-height
     texture: int  # which lung-marking texture variant
     shoulder: float  # shoulder / humeral head position
+    markings: float = 1.0  # interstitial lung-marking prominence (rises with age)
 
 
 def sample_metadata(rng: np.random.Generator, cohort: str) -> Metadata:
@@ -74,15 +75,15 @@ def sample_anatomy(rng: np.random.Generator, meta: Metadata, chronic: dict[str, 
     b = (meta.bmi - 26.0) / 6.0
     hw = (0.63 if female else 0.685) * (meta.height / 170.0) ** 0.6 * np.exp(rng.normal(0, 0.035))
     y_apex = -0.80 + rng.normal(0, 0.02)
-    dome_l = 0.42 + 0.04 * b + rng.normal(0, 0.03)
+    dome_l = 0.42 + 0.04 * b + 0.08 * a + rng.normal(0, 0.03)  # older: lower, flatter domes
     if chronic.get("pulmonary_fibrosis"):
         dome_l -= 0.08  # reduced lung volume
     dome_r = dome_l - rng.uniform(0.04, 0.12)
     ctr = sample_ctr(rng, chronic.get("cardiomegaly", 0), meta.age)
-    knob = 0.028 + 0.012 * max(a, 0.0) + rng.normal(0, 0.005)
+    knob = 0.028 + 0.045 * max(a, 0.0) + rng.normal(0, 0.005)  # aortic unfolding with age
     if chronic.get("aortic_enlargement"):
         knob += rng.uniform(0.035, 0.06)
-    return Anatomy(
+    anat = Anatomy(
         thorax_hw=float(hw),
         y_apex=float(y_apex),
         dome_right=float(dome_r),
@@ -92,7 +93,7 @@ def sample_anatomy(rng: np.random.Generator, meta: Metadata, chronic: dict[str, 
         heart_y=float(-0.16 + rng.normal(0, 0.02)),
         med_hw=float(
             0.085
-            + 0.01 * max(a, 0)
+            + 0.04 * max(a, 0)
             + rng.normal(0, 0.008)
             + (0.025 if chronic.get("aortic_enlargement") else 0.0)
         ),
@@ -103,18 +104,22 @@ def sample_anatomy(rng: np.random.Generator, meta: Metadata, chronic: dict[str, 
         breast=float(np.clip(rng.normal(0.22, 0.04) + 0.03 * b, 0.12, 0.35)) if female else 0.0,
         bone=float(
             np.clip(
-                1.05 - 0.18 * max(a, -0.5) - (0.08 if female else 0) + rng.normal(0, 0.05),
-                0.55,
+                1.05 - 0.35 * max(a, -0.6) - (0.08 if female else 0) + rng.normal(0, 0.05),
+                0.5,
                 1.25,
             )
         ),
-        calcification=float(np.clip(0.45 * a + rng.normal(0, 0.15), 0.0, 1.0)),
+        calcification=float(np.clip(0.45 * a + 0.15 + rng.normal(0, 0.15), 0.0, 1.0)),
         kyphosis=float(np.clip(0.4 * a + 0.2 + rng.normal(0, 0.1), 0.0, 1.0)),
         rib_drop=float(rng.uniform(0.10, 0.17) + 0.02 * max(a, 0)),
         rib_r=float(rng.uniform(0.020, 0.026) * (0.95 if female else 1.0)),
         texture=int(rng.integers(0, 1 << 30)),
         shoulder=float(rng.normal(0, 0.03)),
     )
+    # Derived without a draw of its own, so the rest of the subject is unchanged; the jitter
+    # comes from the texture id.
+    jitter = anat.texture % 997 / 997.0 - 0.5
+    return replace(anat, markings=float(np.clip(1.0 + 0.6 * a + 0.3 * jitter, 0.4, 2.2)))
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from raddino_lib.data.phantom.anatomy import (
 from raddino_lib.data.phantom.render import render_image
 
 GENERATOR_NAME = "raddino_lib.data.phantom"
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 
 

@@ -375,7 +375,7 @@ def render_body(cv: Canvas, g: Frontal) -> None:
             if sl is not None:
                 rr = ((cv.x[sl] - cx) / rx) ** 2 + ((cv.y[sl] - cy) / ry) ** 2
                 cv.A[sl] += (
-                    0.3 * _sqrt_pos(1.0 - rr) * _clip((cv.y[sl] - cy + ry * 0.6) / 0.15, 0, 1)
+                    0.5 * _sqrt_pos(1.0 - rr) * _clip((cv.y[sl] - cy + ry * 0.6) / 0.15, 0, 1)
                 )
 
 
@@ -443,7 +443,8 @@ def render_lungs(cv: Canvas, g: Frontal, tex: Textures, fx: dict, masks: dict | 
         air_eff = air * (1.0 - fill) + extra_air * air
         A = cv.A[sl]
         A -= (LUNG_AIR * air_eff).astype(F32)
-        A += (0.3 * vessels * vessel_keep * air * (1.0 - _clip(fill, 0, 1))).astype(F32)
+        marks = (0.3 * a.markings) * vessels * vessel_keep * air * (1.0 - _clip(fill, 0, 1))
+        A += marks.astype(F32)
         if ptx_region is not None:
             A += ptx_region[1].astype(F32)
         if masks is not None:
@@ -690,7 +691,7 @@ def render_ribs(cv: Canvas, g: Frontal, fx: dict, masks: dict | None) -> None:
                         dc = np.abs(yc2 - ycc)
                         speck = np.cos(xc * 180.0 + k) * np.cos(yc2 * 150.0) > 0.3
                         okc = ((xc * s) > xc0) & ((xc * s) < xa1)
-                        cv.A[slc] += (0.5 * a.calcification * speck * okc * (dc < r * 0.66)).astype(
+                        cv.A[slc] += (0.8 * a.calcification * speck * okc * (dc < r * 0.66)).astype(
                             F32
                         )
 
@@ -1266,7 +1267,7 @@ def _lat_lungs(cv: Canvas, full: Canvas, g: Lateral, fx: dict, tex: Textures) ->
     flat += np.where(x > ix, np.int32(k1), np.int32(k0))
     ves = tex.vessels.reshape(-1).take(flat)
     A = cv.A[sl]
-    A -= (air * (1.0 - (0.28 / LAT_AIR) * ves)).astype(F32)
+    A -= (air * (1.0 - (0.28 * a.markings / LAT_AIR) * ves)).astype(F32)
     if extra is not None:
         A += (extra[2] * core * (1 / LAT_AIR)).astype(F32)
     # Posterior ribs of both sides (magnification / obliquity offset), down-forwards.
