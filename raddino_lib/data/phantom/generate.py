@@ -31,6 +31,7 @@ from raddino_lib.data.phantom import findings as fnd
 from raddino_lib.data.phantom.anatomy import (
     Anatomy,
     Metadata,
+    Pose,
     sample_anatomy,
     sample_metadata,
     sample_pose,
@@ -257,6 +258,17 @@ def finding_geometry(
     return fx
 
 
+def image_pose(seed: int, index: int, view: str, anat: Anatomy) -> tuple[Pose, np.random.Generator]:
+    """Pose of image ``index`` (global) and its generator, positioned after the pose draws.
+
+    The single source of an image's pose: :func:`render_task` renders from here (the
+    returned generator goes on to noise and acquisition), and
+    :mod:`~raddino_lib.data.phantom.landmarks` rebuilds the geometry from it without rendering.
+    """
+    rng = np.random.default_rng([seed, index])
+    return sample_pose(rng, view, anat), rng
+
+
 def render_task(task: Task) -> tuple[list, str]:
     """Render and write one image (+ masks). Returns (csv row, report text)."""
     subj = make_subject(task.seed, task.subject)
@@ -269,8 +281,7 @@ def render_task(task: Task) -> tuple[list, str]:
         subj.cohort,
         subj.meta.age,
     )
-    rng = np.random.default_rng([task.seed, task.index])
-    pose = sample_pose(rng, task.view, subj.anat)
+    pose, rng = image_pose(task.seed, task.index, task.view, subj.anat)
     img, masks = render_image(task.size, subj.anat, pose, task.view, subj.cohort, fx, rng)
     image_id = f"I{task.index:07d}"
     rel_img = f"images/{image_id}.png"
