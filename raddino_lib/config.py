@@ -107,6 +107,10 @@ class Config:
     # more encoders for the comparison chapters, as "name=source" (a local transformers /
     # timm / DINOv2 folder or weights file, "timm:ARCH=FILE", or a hub id where reachable)
     extra_encoders: tuple[str, ...] = ()
+    # patch correspondences and attention (chapter 5); corr_* fields never touch training
+    corr_pairs: int = 300  # (query, target) image pairs of different subjects
+    corr_image_size: int = 0  # encoder input side for patch grids (0: each encoder's own)
+    corr_examples: int = 3  # images in the attention and correspondence figures
 
     # --- in-project baselines (chapter 3) -----------------------------------------------
     # general-domain DINO: the same engine and recipe on natural-image crops (DINOv2 stand-in)
@@ -165,6 +169,8 @@ _SMOKE = Config(
     n_gallery=2,
     probe_seeds=(0, 1),
     probe_grid=2,
+    corr_pairs=6,
+    corr_examples=2,
     embed_batch_size=32,
     general_pretrain_steps=4,
     natural_n=64,
