@@ -3,7 +3,7 @@
 #
 #   make setup      .venv with the pinned environment, the package (editable), the python3
 #                   kernelspec inside the venv, and chapters/*.ipynb paired from chapters/*.py
-#   make test       setup, then the test suite
+#   make test       setup (+ Debian chromium for the browser tests), then the test suite
 #   make book       run every chapter at PRESET (default laptop), HTML in book/_build/html
 #   make lint       ruff
 #   make clean      remove build products (keeps .venv; `make distclean` removes it too)
@@ -23,7 +23,7 @@ SETUP_STAMP := $(STAMPS)/setup
 CHAPTER_PY := $(wildcard chapters/*.py)
 CHAPTER_NB := $(CHAPTER_PY:.py=.ipynb)
 
-.PHONY: help setup notebooks book test lint format clean distclean
+.PHONY: help setup notebooks book browser test lint format clean distclean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -51,7 +51,33 @@ chapters/%.ipynb: chapters/%.py $(SETUP_STAMP)
 book: setup
 	$(BIN)/raddino book --preset $(PRESET)
 
-test: setup
+# Debian's chromium for the headless-browser tests (tests/test_widget_browser.py), which drive
+# it with playwright from requirements.lock; playwright never downloads a browser of its own.
+# Installed with apt-get (as root, or with sudo where it needs no password) when missing. If it
+# cannot be installed the browser tests fail and say why; RADDINO_SKIP_BROWSER=1 skips them.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ "$${RADDINO_SKIP_BROWSER:-0}" = 1 ]; then \
+	  echo "make: RADDINO_SKIP_BROWSER=1: not installing chromium; the browser tests are skipped"; \
+	elif [ -x "$(CHROMIUM)" ]; then :; \
+	else \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=sudo; \
+	  else SUDO=none; fi; \
+	  if [ "$$SUDO" = none ]; then \
+	    echo "make: WARNING: $(CHROMIUM) is missing and cannot be installed (not root, no" \
+	      "passwordless sudo): install Debian's chromium package, or set RADDINO_SKIP_BROWSER=1;" \
+	      "the browser tests will fail" >&2; \
+	  else \
+	    echo "make: installing Debian's chromium for the browser tests"; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+	      && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	      || echo "make: WARNING: apt-get could not install chromium; the browser tests will" \
+	        "fail (RADDINO_SKIP_BROWSER=1 skips them)" >&2; \
+	  fi; \
+	fi
+
+test: setup browser
 	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS))
 
 lint: setup

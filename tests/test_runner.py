@@ -73,6 +73,8 @@ def write_project(root: Path, chapters: dict[str, str]) -> Path:
     for src in (REPO / "book").glob("*"):
         if src.is_file() and src.suffix in {".md", ".bib"}:
             shutil.copy2(src, root / "book" / src.name)
+    # The vendored MathJax / widget JS that _config.yml points at (html_extra_path).
+    shutil.copytree(REPO / "book" / "vendor", root / "book" / "vendor", dirs_exist_ok=True)
     pages = sorted(p.stem for p in (root / "book").glob("*.md") if p.stem != "intro")
     toc = ["format: jb-book", "root: book/intro", "parts:"]
     if pages:
@@ -211,6 +213,9 @@ def test_build_book_makes_offline_html(tmp_path: Path) -> None:
     for path in [html / "index.html", html / "chapters" / "ok.html"]:
         text = path.read_text(encoding="utf-8")
         assert '<script src="http' not in text and "<script src='http" not in text, path
+    # The vendored assets are copied beside the pages (html_extra_path), not into _static.
+    assert (html / "vendor" / "widgets-config.js").is_file()
+    assert not (html / "_static" / "widgets-config.js").exists()
 
 
 def test_build_book_reports_sphinx_warnings(tmp_path: Path) -> None:
