@@ -171,3 +171,20 @@ def test_multilabel_logistic_matches_sklearn_per_column():
         m = mask[:, j]
         ref = LogisticRegression(C=c, tol=1e-10, max_iter=10000).fit(x[m], y[m, j])
         np.testing.assert_allclose(z[:, j], ref.decision_function(x), atol=1e-3)
+
+
+def test_metadata_probe_chooses_the_feature_kind_on_the_inner_split():
+    rng = np.random.default_rng(3)
+    n = 300
+    sex = rng.choice(["M", "F"], n)
+    good = ((sex == "M") * 3.0 + rng.normal(0, 1, n))[:, None]
+    noise = rng.normal(size=(n, 5))
+    meta = pd.DataFrame({"sex": sex})
+    res = metadata_probe({"noise": noise, "good": good}, meta, np.arange(n), variables=("sex",))
+    assert res.loc["sex", "kinds"] == ["good"] * 5
+    assert res.loc["sex", "acc_mean"] > 0.9
+    alone = metadata_probe(good, meta, np.arange(n), variables=("sex",))
+    # the same folds: one kind given directly gives the same fold accuracies
+    assert [res.loc["sex", f"fold_{k}"] for k in range(5)] == [
+        alone.loc["sex", f"fold_{k}"] for k in range(5)
+    ]

@@ -221,7 +221,7 @@ def _fit_multiclass(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> Logist
 
 
 def metadata_probe(
-    features: np.ndarray,
+    features: np.ndarray | Mapping[str, np.ndarray],
     meta: pd.DataFrame,
     subjects: Sequence[object],
     *,
@@ -237,42 +237,56 @@ def metadata_probe(
     equal-count bins with ``bins="quantile"``). Accuracy is the mean (std) over ``folds``
     subject-grouped, stratified folds (80/20 for 5 folds). In each fold, C is chosen from
     ``c_grid`` on one grouped inner split of the training part only, then refit on all of it.
+    Given several feature kinds, the kind is chosen together with C on that inner split (the
+    same rule as the finding probe: never on the test fold).
 
     Args:
-        features: ``[N, D]``.
+        features: ``[N, D]``, or ``{kind: [N, D_kind]}`` candidate feature kinds.
         meta: ``[N, ...]`` with the ``variables`` columns (blank = unknown, dropped).
         subjects: ``[N]`` subject ids (no subject in two folds).
 
     Returns:
         DataFrame indexed by variable with ``acc_mean, acc_std, chance`` (majority class),
-        ``n``, ``n_classes``, ``counts`` (images per class) and ``fold_<k>`` accuracies.
+        ``n``, ``n_classes``, ``counts`` (images per class), ``fold_<k>`` accuracies and
+        ``kinds`` (the feature kind chosen in each fold).
     """
-    x = np.asarray(features, dtype=np.float64)
+    kinds = (
+        {k: np.asarray(v, dtype=np.float64) for k, v in features.items()}
+        if isinstance(features, Mapping)
+        else {"features": np.asarray(features, dtype=np.float64)}
+    )
+    if not kinds:
+        raise ValueError("no feature kinds given")
     groups = np.asarray(subjects)
-    if len(x) != len(meta) or len(groups) != len(x):
-        raise ValueError(f"features {x.shape}, meta {meta.shape}, subjects must agree on N")
+    for k, x in kinds.items():
+        if len(x) != len(meta) or len(groups) != len(x):
+            raise ValueError(f"features {k} {x.shape}, meta {meta.shape}, subjects must agree on N")
     rows = []
     for var in variables:
         target = metadata_targets(meta.reset_index(drop=True), var, bins)
         keep = target.index.to_numpy()
         y = target.to_numpy()
-        xv, gv = x[keep], groups[keep]
+        gv = groups[keep]
         counts = np.bincount(y, minlength=2 if var == "sex" else 5)
-        accs = []
+        accs, chosen = [], []
         cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        for tr, te in cv.split(xv, y, gv):
+        for tr, te in cv.split(np.zeros((len(y), 1)), y, gv):
             inner = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=seed)
-            itr, iva = next(inner.split(xv[tr], y[tr], gv[tr]))
-            sc = StandardScaler().fit(xv[tr][itr])
-            best_c, best = c_grid[0], -1.0
-            for c in c_grid:
-                clf = _fit_multiclass(sc.transform(xv[tr][itr]), y[tr][itr], c, seed)
-                a = float(np.mean(clf.predict(sc.transform(xv[tr][iva])) == y[tr][iva]))
-                if a > best:
-                    best_c, best = c, a
+            itr, iva = next(inner.split(np.zeros((len(tr), 1)), y[tr], gv[tr]))
+            best_k, best_c, best = next(iter(kinds)), c_grid[0], -1.0
+            for kind, x in kinds.items():
+                xv = x[keep]
+                sc = StandardScaler().fit(xv[tr][itr])
+                for c in c_grid:
+                    clf = _fit_multiclass(sc.transform(xv[tr][itr]), y[tr][itr], c, seed)
+                    a = float(np.mean(clf.predict(sc.transform(xv[tr][iva])) == y[tr][iva]))
+                    if a > best:
+                        best_k, best_c, best = kind, c, a
+            xv = kinds[best_k][keep]
             sc = StandardScaler().fit(xv[tr])
             clf = _fit_multiclass(sc.transform(xv[tr]), y[tr], best_c, seed)
             accs.append(float(np.mean(clf.predict(sc.transform(xv[te])) == y[te])))
+            chosen.append(best_k)
         rows.append(
             {
                 "variable": var,
@@ -283,6 +297,7 @@ def metadata_probe(
                 "n_classes": int(np.count_nonzero(counts)),
                 "counts": counts.tolist(),
                 **{f"fold_{k}": a for k, a in enumerate(accs)},
+                "kinds": chosen,
             }
         )
     return pd.DataFrame(rows).set_index("variable")
