@@ -121,3 +121,16 @@ def test_head_concentration_bounds():
     peaked = torch.zeros(2, 3, 4, 5)
     peaked[..., 1, 2] = 1.0
     assert np.allclose(head_concentration(peaked), 1.0)
+
+
+def test_mask_share_weights_patches_by_coverage():
+    from raddino_lib.viz.attention import mask_share
+
+    maps = torch.zeros(1, 2, 2, 2)
+    maps[0, 0, 0, 0] = 1.0  # head 0: all on the top-left patch
+    maps[0, 1] = 0.25  # head 1: uniform
+    mask = np.zeros((1, 8, 8), bool)
+    mask[0, :4, :2] = True  # half of the top-left patch
+    share, area = mask_share(maps, mask)
+    np.testing.assert_allclose(share, [[0.5, 0.125]])
+    np.testing.assert_allclose(area, [1 / 8])

@@ -121,7 +121,25 @@ def _check_04(r: dict) -> None:
     assert r["subset"]["n_images"] > 0
 
 
+def _check_05(r: dict) -> None:
+    from raddino_lib.data.phantom.landmarks import LANDMARKS
+    from raddino_lib.eval.correspondence import RANDOM_PATCH, SAME_POSITION
+
+    assert r["setup"]["image_px"] == 64 and r["landmarks"]["grid"] == [4, 4]
+    summary = r["landmarks"]["summary"]
+    assert {"RAD-DINO-mini", "text-supervised CLIP", "random init", SAME_POSITION,
+            RANDOM_PATCH} <= set(summary)  # fmt: skip
+    for row in summary.values():
+        assert 0.0 <= row["median_px"] <= 64 * 2**0.5 and row["n"] > 0
+        assert set(row["per_landmark"]) <= set(LANDMARKS)
+    # the floor (distance to the own patch centre) is never above half a patch diagonal
+    assert summary[SAME_POSITION]["floor_median_px"] <= 8 * 2**0.5 + 1e-6
+    heads = r["attention"]["concentration"]["RAD-DINO-mini"]
+    assert heads and all(0.0 < c <= 1.0 for c in heads)
+    assert {c["verdict"] for c in r["claims"]} <= {"held", "did not hold", "inconclusive"}
+
+
 CHECKS = {
     "01_data": _check_01, "02_pretraining": _check_02, "03_classification": _check_03,
-    "04_metadata": _check_04,
+    "04_metadata": _check_04, "05_attention": _check_05,
 }  # fmt: skip

@@ -102,3 +102,29 @@ def test_compare_medians_is_paired():
     assert r["diff_px"] == pytest.approx(-4.0) and r["held"] == 1.0 and r["hi_px"] < 0
     r2 = compare_medians(err, "bad", "good", n_boot=300)
     assert r2["held"] == 0.0 and r2["lo_px"] > 0
+
+
+def test_pixel_patch_grid_cuts_the_image_into_patches():
+    from raddino_lib.eval.correspondence import pixel_patch_grid
+
+    img = np.arange(2 * 8 * 8, dtype=float).reshape(2, 8, 8)
+    g = pixel_patch_grid(img, (2, 4))
+    assert g.shape == (2, 2, 4, 4 * 2)
+    raw = img[1, 4:8, 2:4].ravel()  # row 1, col 1 of image 1
+    np.testing.assert_allclose(g[1, 1, 1], raw - raw.mean())
+    with pytest.raises(ValueError, match="multiple"):
+        pixel_patch_grid(img, (3, 4))
+
+
+def test_side_agreement_counts_matches_on_the_right_side():
+    from raddino_lib.eval.correspondence import side_agreement
+
+    lm = pd.DataFrame({"carina_x": [32.0, 32.0], "a_x": [10.0, 10.0], "b_x": [50.0, 50.0]})
+    err = pd.DataFrame({
+        "encoder": ["e", "e", "f", "f"], "target": [1, 1, 1, 1], "landmark": ["a", "b", "a", "b"],
+        "row": [0, 0, 0, 0], "col": [0, 0, 3, 3],  # col 0 -> x 8 (left), col 3 -> x 56 (right)
+    })  # fmt: skip
+    got = side_agreement(err, lm, 64, (4, 4))
+    assert got == {"e": 0.5, "f": 0.5}
+    err.loc[1, "col"] = 3
+    assert side_agreement(err, lm, 64, (4, 4))["e"] == 1.0

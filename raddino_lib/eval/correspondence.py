@@ -30,7 +30,10 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "PIXEL_PATCHES",
     "at_side",
+    "pixel_patch_grid",
+    "side_agreement",
     "SAME_POSITION",
     "RANDOM_PATCH",
     "compare_medians",
@@ -47,6 +50,7 @@ __all__ = [
 
 SAME_POSITION = "same position (no features)"
 RANDOM_PATCH = "random patch"
+PIXEL_PATCHES = "raw pixel patches"
 
 
 def patch_index(xy: np.ndarray, size: float, grid: tuple[int, int]) -> np.ndarray:
@@ -337,3 +341,43 @@ def pick_examples(
         used.add(row["subject_id"])
         out.append({"label": label, "row": row})
     return pd.DataFrame(out)
+
+
+def pixel_patch_grid(images: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Raw pixels cut into the patch grid: ``[N, S, S]`` -> ``[N, h, w, (S/h) * (S/w)]``,
+    each patch standardised (zero mean, unit norm), so its cosine similarity compares local
+    appearance only: the reference an encoder's patch embedding has to beat."""
+    n, s1, s2 = images.shape
+    h, w = grid
+    if s1 % h or s2 % w:
+        raise ValueError(f"image side {(s1, s2)} is not a multiple of the grid {grid}")
+    p = images.reshape(n, h, s1 // h, w, s2 // w).transpose(0, 1, 3, 2, 4).reshape(n, h, w, -1)
+    p = p - p.mean(-1, keepdims=True)
+    return p.astype(np.float32)
+
+
+def side_agreement(
+    errors: pd.DataFrame,
+    landmarks: pd.DataFrame,
+    size: float,
+    grid: tuple[int, int],
+    *,
+    midline: str = "carina",
+) -> dict[str, float]:
+    """Share of best matches on the correct side of the target's midline, per encoder.
+
+    The midline is the vertical through the target's ``midline`` landmark; the landmark
+    itself is left out. 0.5 is what a matcher blind to left and right would score.
+    """
+    d = errors[(errors["landmark"] != midline) & (errors["row"] >= 0)]
+    mid = landmarks[f"{midline}_x"].to_numpy(float)[d["target"].to_numpy()]
+    true_x = np.array(
+        [landmarks.iloc[t][f"{lm}_x"] for t, lm in zip(d["target"], d["landmark"], strict=True)],
+        dtype=float,
+    )
+    match_x = patch_centre(np.stack([d["row"], d["col"]], -1), size, grid)[:, 0]
+    ok = np.sign(match_x - mid) == np.sign(true_x - mid)
+    return {
+        str(k): float(v)
+        for k, v in pd.Series(ok, index=d.index).groupby(d["encoder"]).mean().items()
+    }

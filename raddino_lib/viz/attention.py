@@ -33,7 +33,13 @@ from raddino_lib.models.registry import (
     ViTEncoder,
 )
 
-__all__ = ["attention_figure", "cls_attention", "head_concentration", "last_layer_attention"]
+__all__ = [
+    "attention_figure",
+    "cls_attention",
+    "head_concentration",
+    "last_layer_attention",
+    "mask_share",
+]
 
 
 def _timm_vit(encoder: Encoder) -> torch.nn.Module:
@@ -154,6 +160,28 @@ def head_concentration(maps: np.ndarray | torch.Tensor, top: float = 0.1) -> np.
     k = max(1, round(top * m.shape[-1]))
     share = m.topk(k, dim=-1).values.sum(-1) / m.sum(-1).clamp_min(1e-12)
     return share.mean(0).numpy()
+
+
+def mask_share(maps: np.ndarray | torch.Tensor, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How much of each head's attention falls inside a region, against the region's area.
+
+    Args:
+        maps: ``[B, heads, h, w]`` CLS maps normalised over the grid.
+        masks: ``[B, S, S]`` boolean region masks (e.g. both lungs), any ``S`` that is a
+            multiple of the grid.
+
+    Returns:
+        ``(share [B, heads], area [B])``: attention mass inside the region (each patch
+        weighted by the fraction of it the region covers) and the region's area fraction;
+        ``share / area > 1`` means the head concentrates on the region.
+    """
+    m = torch.as_tensor(maps, dtype=torch.float32)
+    h, w = m.shape[-2:]
+    frac = torch.nn.functional.adaptive_avg_pool2d(
+        torch.as_tensor(np.asarray(masks), dtype=torch.float32)[:, None], (h, w)
+    )  # [B, 1, h, w]
+    share = (m * frac).sum((-2, -1)) / m.sum((-2, -1)).clamp_min(1e-12)
+    return share.numpy(), frac.mean((1, 2, 3)).numpy()
 
 
 def attention_figure(

@@ -380,6 +380,7 @@ function render({ model, el: host }) {
     root.dataset.row = String(r);
     root.dataset.col = String(c);
     root.dataset.best = JSON.stringify(best);
+    root.dataset.grid = JSON.stringify(model.get("grid") || []);
     root.dataset.ready = "1";
 
     const old = JSON.stringify(model.get("best") || []);
