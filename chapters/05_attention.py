@@ -70,7 +70,8 @@ from raddino_lib.viz.attention import (
     attention_figure,
     cls_attention,
     head_concentration,
-    mask_share,
+    head_table,
+    region_focus,
 )
 from raddino_lib.viz.similarity import correspondence_figure, landmark_error_figure
 from raddino_lib.viz.widget import LandmarkSimilarity
@@ -114,8 +115,7 @@ conc = {n: head_concentration(m) for n, m in att.items()}
 results["attention"] = {"images": examples["label"].tolist(),
                         "paths": [r["path"] for r in examples["row"]],
                         "concentration": {n: c.tolist() for n, c in conc.items()}}  # fmt: skip
-display(pd.DataFrame({n: {f"head {i}": v for i, v in enumerate(c)} | {"mean": c.mean()}
-                      for n, c in conc.items()}).T.round(3))  # fmt: skip
+display(head_table(conc))
 display(Markdown("Images: " + " · ".join(examples["label"])))
 
 # %% [markdown]
@@ -129,17 +129,12 @@ if cfg.data_dir is None:  # the phantom writes lung masks
     sample = test.iloc[: min(len(test), 64)]
     lungs = np.stack([(lambda m: m["lung_right"] | m["lung_left"])(load_masks(root, r))
                       for _, r in sample.iterrows()])  # fmt: skip
-    xs = torch.from_numpy(np.stack([load_image(root, r) for _, r in sample.iterrows()]))
-    lung_focus = {}
-    for name, enc in encoders.items():
-        if name in att:
-            share, area = mask_share(cls_attention(corr.at_side(enc, side), xs[:, None]), lungs)
-            lung_focus[name] = (share / area[:, None]).mean(0)
+    xs = np.stack([load_image(root, r) for _, r in sample.iterrows()])
+    lung_focus = {n: region_focus(corr.at_side(encoders[n], side), xs, lungs) for n in att}
     results["attention"]["lung_focus"] = {n: v.tolist() for n, v in lung_focus.items()}
     display(Markdown(f"Attention inside the lungs relative to their area ({len(sample)} test "
-                     f"images; lungs cover {area.mean() * 100:.0f}% of an image on average):"))  # fmt: skip
-    display(pd.DataFrame({n: {f"head {i}": v for i, v in enumerate(c)} | {"mean": c.mean()}
-                          for n, c in lung_focus.items()}).T.round(2))  # fmt: skip
+                     f"images; lungs cover {lungs.mean() * 100:.0f}% of an image on average):"))  # fmt: skip
+    display(head_table(lung_focus, digits=2))
 
 # %% [markdown]
 # ## Landmark correspondences, measured

@@ -134,3 +134,14 @@ def test_mask_share_weights_patches_by_coverage():
     share, area = mask_share(maps, mask)
     np.testing.assert_allclose(share, [[0.5, 0.125]])
     np.testing.assert_allclose(area, [1 / 8])
+
+
+def test_region_focus_is_one_for_the_whole_image_and_head_table_shape(backbone):
+    from raddino_lib.viz.attention import head_table, region_focus
+
+    enc = load_encoder(backbone, name="mini")
+    imgs = _x()[:, 0].numpy()
+    whole = region_focus(enc, imgs, np.ones_like(imgs, dtype=bool))
+    np.testing.assert_allclose(whole, 1.0, rtol=1e-5)
+    t = head_table({"mini": whole})
+    assert list(t.columns) == [f"head {i}" for i in range(len(whole))] + ["mean"]

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
@@ -37,6 +38,8 @@ __all__ = [
     "attention_figure",
     "cls_attention",
     "head_concentration",
+    "head_table",
+    "region_focus",
     "last_layer_attention",
     "mask_share",
 ]
@@ -182,6 +185,31 @@ def mask_share(maps: np.ndarray | torch.Tensor, masks: np.ndarray) -> tuple[np.n
     )  # [B, 1, h, w]
     share = (m * frac).sum((-2, -1)) / m.sum((-2, -1)).clamp_min(1e-12)
     return share.numpy(), frac.mean((1, 2, 3)).numpy()
+
+
+def region_focus(encoder: Encoder, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Per head, the CLS attention inside a region relative to the region's area.
+
+    Args:
+        encoder: a registry encoder with self-attention.
+        images: ``[B, S, S]`` grayscale in ``[0, 1]``.
+        masks: ``[B, S, S]`` boolean regions (e.g. both lungs).
+
+    Returns:
+        ``[heads]``: mean over images of :func:`mask_share` divided by the area (1.0: no
+        preference for the region).
+    """
+    maps = cls_attention(encoder, torch.from_numpy(np.asarray(images, np.float32))[:, None])
+    share, area = mask_share(maps, masks)
+    return (share / np.maximum(area, 1e-12)[:, None]).mean(0)
+
+
+def head_table(values: dict[str, np.ndarray], digits: int = 3) -> pd.DataFrame:
+    """``{encoder: [heads]}`` -> a table with one column per head and their mean."""
+    return pd.DataFrame(
+        {n: {f"head {i}": float(x) for i, x in enumerate(v)} | {"mean": float(np.mean(v))}
+         for n, v in values.items()}  # fmt: skip
+    ).T.round(digits)
 
 
 def attention_figure(
