@@ -111,6 +111,23 @@ class Config:
     corr_pairs: int = 300  # (query, target) image pairs of different subjects
     corr_image_size: int = 0  # encoder input side for patch grids (0: each encoder's own)
     corr_examples: int = 3  # images in the attention and correspondence figures
+    # segmentation on frozen encoders (chapter 6); seg_* fields never touch training
+    seg_tasks: tuple[str, ...] = ("lungs", "zones", "pneumothorax", "chest_tubes", "ribs")
+    seg_max_images: int = 1000  # frontal images with masks, split 70/15/15 by subject (0: all)
+    seg_size: int = 128  # side of masks, predictions and Dice
+    seg_image_size: int = 128  # encoder input side (0: each encoder's own)
+    seg_views: int = 2  # augmented copies of each training image (features computed once)
+    seg_steps: int = 400  # optimiser steps per model (at least; see seg_epochs)
+    seg_epochs: int = 0  # when > 0, at least this many epochs over the training views
+    seg_batch_size: int = 32
+    seg_lr: float = 1e-3  # Adam, cosine schedule (the paper: 5e-4)
+    seg_eval_every: int = 50  # validation loss every this many steps; the best is kept
+    seg_channels: int = 64  # decoder width of the ViTDet and UPerNet heads (mmseg: 512)
+    seg_joint: bool = True  # one model per (encoder, head) for all tasks (False: per task)
+    seg_linear_layers: int = 1  # blocks concatenated by the linear head (DINOv2: 1 or 4)
+    seg_unet_encoder: str = "tu-tinynet_e"  # segmentation-models-pytorch encoder, no weights
+    seg_unet_steps: int = 400
+    seg_shots: tuple[int, ...] = (4, 16, 64, 256)  # few-shot training-set sizes (lungs)
 
     # --- in-project baselines (chapter 3) -----------------------------------------------
     # general-domain DINO: the same engine and recipe on natural-image crops (DINOv2 stand-in)
@@ -171,6 +188,16 @@ _SMOKE = Config(
     probe_grid=2,
     corr_pairs=6,
     corr_examples=2,
+    seg_max_images=40,
+    seg_size=32,
+    seg_image_size=0,
+    seg_views=1,
+    seg_steps=4,
+    seg_batch_size=8,
+    seg_eval_every=2,
+    seg_channels=8,
+    seg_unet_steps=2,
+    seg_shots=(4,),
     embed_batch_size=32,
     general_pretrain_steps=4,
     natural_n=64,
@@ -246,6 +273,22 @@ _PAPER = Config(
     pixel_floor_size=64,
     n_gallery=6,
     embed_batch_size=64,
+    # section C.3: batch 80, Adam 5e-4, cosine, 100 epochs, 518 px, one model per task; the
+    # frozen feature maps of a view (4 blocks of 37 x 37 x 768, fp16) take 8.4 MB of RAM
+    seg_max_images=0,
+    seg_size=518,
+    seg_image_size=0,
+    seg_views=1,
+    seg_steps=0,
+    seg_epochs=100,
+    seg_batch_size=80,
+    seg_lr=5e-4,
+    seg_eval_every=100,
+    seg_channels=512,
+    seg_joint=False,
+    seg_unet_encoder="efficientnet-b6",
+    seg_unet_steps=0,
+    seg_shots=(8, 16, 32, 64, 128, 256),
     general_pretrain_steps=60000,
     natural_n=100000,
     clip_steps=20000,

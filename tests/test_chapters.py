@@ -139,7 +139,26 @@ def _check_05(r: dict) -> None:
     assert {c["verdict"] for c in r["claims"]} <= {"held", "did not hold", "inconclusive"}
 
 
+def _check_06(r: dict) -> None:
+    from raddino_lib.seg.experiment import UNET
+
+    assert r["setup"]["mask_px"] == 32 and sum(r["setup"]["images"].values()) == 40
+    rows = {(t["encoder"], t["head"], t["task"]) for t in r["table"]}
+    tasks = {"lungs", "zones", "pneumothorax", "chest_tubes", "ribs"}
+    for enc, head in [
+        ("RAD-DINO-mini", "linear"),
+        ("RAD-DINO-mini", "upernet"),
+        ("RAD-DINO-mini (no MIM)", "linear"),
+        (UNET, "end to end"),
+    ]:
+        assert {(enc, head, t) for t in tasks} <= rows
+    for t in r["table"]:
+        assert 0.0 <= t["mean"] <= 1.0 and t["std"] >= 0.0 and t["n"] == 6
+    assert {f["n_train"] for f in r["few_shot"]} == {4, 29}
+    assert {c["verdict"] for c in r["claims"]} <= {"held", "did not hold", "inconclusive"}
+
+
 CHECKS = {
     "01_data": _check_01, "02_pretraining": _check_02, "03_classification": _check_03,
-    "04_metadata": _check_04, "05_attention": _check_05,
+    "04_metadata": _check_04, "05_attention": _check_05, "06_segmentation": _check_06,
 }  # fmt: skip

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,10 @@ TEXT_SUP = "text-supervised CLIP"
 GENERAL = "general-domain DINO"
 RANDOM = "random init"
 PIXELS = "raw pixels"
+#: RAD-DINO-mini's recipe without the iBOT (masked image modelling) loss, same budget; trained
+#: only when asked for (the segmentation chapter's MIM ablation), never in the default line-up.
+NO_MIM = "RAD-DINO-mini (no MIM)"
+_OPT_IN = (NO_MIM,)
 #: Not an encoder: the phantom's true anatomy parameters, the ceiling of what images show.
 ORACLE = "phantom anatomy (oracle)"
 
@@ -55,6 +59,14 @@ ENCODER_ROLES: dict[str, tuple[str, str, str]] = {
     GENERAL: ("DINOv2 (general domain)", "image only (DINOv2 recipe)", "natural-image crops"),
     TEXT_SUP: ("BioViL-T, BiomedCLIP", "image-report contrastive", "phantom train split + reports"),
     RAD_DINO: ("RAD-DINO", "image only (DINOv2 recipe)", "phantom train split, no text"),
+}
+# Not in the default line-up (see NO_MIM).
+OPT_IN_ROLES: dict[str, tuple[str, str, str]] = {
+    NO_MIM: (
+        "RAD-DINO (no MIM)",
+        "image only, DINO + KoLeo, no iBOT",
+        "phantom train split, no text",
+    ),
 }
 
 
@@ -68,7 +80,8 @@ def book_encoders(
     """The encoders the book compares, in table order (baselines trained when missing).
 
     Args:
-        include: subset of names (default: all of :data:`ENCODER_ROLES`).
+        include: subset of names (default: all of :data:`ENCODER_ROLES` and the extras;
+            :data:`NO_MIM` only when named here).
         train: False raises instead of training a missing baseline.
     """
     from raddino_lib.ssl.export import pretrained_encoder
@@ -81,13 +94,14 @@ def book_encoders(
         GENERAL: _vit(lambda: general_domain_encoder(cfg, train=train), GENERAL),
         TEXT_SUP: _vit(lambda: text_supervised_encoder(cfg, train=train), TEXT_SUP),
         RAD_DINO: _vit(lambda: pretrained_encoder(cfg, train=train), RAD_DINO),
+        NO_MIM: _vit(lambda: pretrained_encoder(replace(cfg, mim=False), train=train), NO_MIM),
     }
     for entry in cfg.extra_encoders:
         name, sep, source = entry.partition("=")
         if not sep or not name or not source:
             raise ValueError(f"extra_encoders entry {entry!r} must be 'name=source'")
         loaders[name] = lambda n=name, s=source: load_encoder(s, name=n)
-    names = list(include) if include is not None else list(loaders)
+    names = list(include) if include is not None else [n for n in loaders if n not in _OPT_IN]
     unknown = [n for n in names if n not in loaders]
     if unknown:
         raise ValueError(f"unknown encoder(s) {unknown}; known: {list(loaders)}")

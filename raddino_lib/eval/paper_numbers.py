@@ -63,3 +63,26 @@ def paper_frame(table: dict[str, dict[str, tuple[float, float]]]):
     return pd.DataFrame(
         {m: {k: f"{v[0]:.2f} ± {v[1]:.2f}" for k, v in row.items()} for m, row in table.items()}
     ).T
+
+
+# Table 6: segmentation Dice "mean (std)" in percent; frozen backbones except the U-Nets.
+# Columns: lungs (left/right averaged), lung zones (six averaged), pneumothorax, chest tubes,
+# ribs (20 averaged). Rows: (encoder, decoder).
+TABLE6_SEGMENTATION: dict[str, dict[str, tuple[float, float]]] = {
+    "NN-UNet (U-Net, end to end)": {"lungs": (98.0, 1.1), "zones": (92.6, 10.2),
+        "pneumothorax": (89.3, 27.3), "chest_tubes": (93.1, 21.8), "ribs": (86.2, 2.8)},
+    "EfficientNet-B6 (U-Net, end to end)": {"lungs": (98.3, 1.1), "zones": (92.7, 10.1),
+        "pneumothorax": (89.5, 26.9), "chest_tubes": (95.2, 17.2), "ribs": (88.9, 2.6)},
+    "BioViL-T (linear)": {"lungs": (83.2, 3.2), "zones": (69.4, 9.0),
+        "pneumothorax": (76.0, 39.9), "chest_tubes": (83.0, 37.0), "ribs": (59.1, 4.7)},
+    "BiomedCLIP (linear)": {"lungs": (90.4, 2.6), "zones": (76.2, 10.2),
+        "pneumothorax": (27.4, 41.3), "chest_tubes": (67.6, 46.4), "ribs": (67.4, 4.5)},
+    "RAD-DINO no MIM (linear)": {"lungs": (91.3, 2.5), "zones": (78.8, 9.6),
+        "pneumothorax": (37.5, 45.4), "chest_tubes": (78.5, 39.6), "ribs": (67.3, 4.7)},
+    "RAD-DINO (linear)": {"lungs": (95.9, 1.5), "zones": (85.7, 9.8),
+        "pneumothorax": (47.4, 46.7), "chest_tubes": (90.4, 26.8), "ribs": (73.4, 3.6)},
+    "RAD-DINO (ViTDet)": {"lungs": (97.8, 1.2), "zones": (90.7, 10.0),
+        "pneumothorax": (52.5, 46.9), "chest_tubes": (85.6, 32.7), "ribs": (83.6, 2.9)},
+    "RAD-DINO (UPerNet)": {"lungs": (98.0, 1.1), "zones": (91.2, 10.1),
+        "pneumothorax": (87.2, 29.4), "chest_tubes": (94.4, 20.0), "ribs": (85.3, 2.6)},
+}  # fmt: skip

@@ -74,7 +74,7 @@ _EVAL_ONLY = {
     "extra_encoders",
     "general_pretrain_steps",
     "natural_n",
-    *(f.name for f in fields(Config) if f.name.startswith(("clip_", "text_", "corr_"))),
+    *(f.name for f in fields(Config) if f.name.startswith(("clip_", "text_", "corr_", "seg_"))),
     "vocab_size",
     "preset",
     "seeds",

@@ -207,8 +207,10 @@ def region_focus(encoder: Encoder, images: np.ndarray, masks: np.ndarray) -> np.
 def head_table(values: dict[str, np.ndarray], digits: int = 3) -> pd.DataFrame:
     """``{encoder: [heads]}`` -> a table with one column per head and their mean."""
     return pd.DataFrame(
-        {n: {f"head {i}": float(x) for i, x in enumerate(v)} | {"mean": float(np.mean(v))}
-         for n, v in values.items()}  # fmt: skip
+        {
+            n: {f"head {i}": float(x) for i, x in enumerate(v)} | {"mean": float(np.mean(v))}
+            for n, v in values.items()
+        }  # fmt: skip
     ).T.round(digits)
 
 

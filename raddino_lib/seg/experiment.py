@@ -1,0 +1,308 @@
+"""Table 6 and Figure 4 of the paper, run: heads on frozen encoders, the U-Net ceiling, few-shot.
+
+:func:`run_segmentation` takes the encoders and the (encoder, head) rows to train, computes
+each encoder's patch-feature maps once over all views (the blocks its heads read, at
+``cfg.seg_image_size``), trains every head (:func:`~raddino_lib.seg.train.fit`), predicts the
+test split and scores Dice per image; then trains the end-to-end U-Net on the images, and the
+few-shot points (lungs, nested training subsets).
+
+``cfg.seg_joint``: one model per (encoder, head) learns every task at once (one output channel
+per mask, the loss averaged over tasks); otherwise one model per task, as the paper trained.
+Frozen-encoder heads with one 1x1 conv per channel are the same either way up to the shared
+BatchNorm; decoders and the U-Net share their width between tasks when joint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from raddino_lib.config import Config
+from raddino_lib.seg.data import TASKS, SegViews, task_channels
+from raddino_lib.seg.heads import build_head, head_layers
+from raddino_lib.seg.metrics import dice_per_image, dice_summary
+from raddino_lib.seg.train import fit, predict_masks
+from raddino_lib.seg.unet import UNet
+
+__all__ = [
+    "UNET",
+    "UNET_HEAD",
+    "SegRun",
+    "encoder_maps",
+    "example_dice",
+    "task_columns",
+    "few_shot_sources",
+    "run_segmentation",
+]
+
+#: Encoder and head labels of the end-to-end baseline in tables ("U-Net (end to end)").
+UNET = "U-Net"
+UNET_HEAD = "end to end"
+TASK_ORDER = tuple(TASKS)
+
+
+@dataclass
+class SegRun:
+    """Results of :func:`run_segmentation`.
+
+    Attributes:
+        table: one row per (encoder, head, task): Dice ``mean``, ``std``, ``n`` (test images),
+            per-class means, training seconds, best step.
+        few_shot: one row per (encoder, head, n_train): lung Dice mean and std.
+        per_image: ``{(encoder, head, task): [N_test] per-image Dice}`` (class-averaged).
+        examples: ``{(encoder, head): [E, C, S, S] bool}`` predictions on the example rows.
+        example_rows: view indices of the example test images.
+    """
+
+    table: pd.DataFrame
+    few_shot: pd.DataFrame
+    per_image: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
+    examples: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    example_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table.to_dict(orient="records"),
+            "few_shot": self.few_shot.to_dict(orient="records"),
+        }
+
+
+def _device(cfg: Config) -> tuple[torch.device, str]:
+    from raddino_lib.ssl.train import resolve_device, resolve_precision
+
+    dev = resolve_device(cfg.device)
+    return dev, resolve_precision(cfg.precision, dev)
+
+
+def encoder_maps(
+    encoder: Any, views: SegViews, layers: Sequence[int], cfg: Config
+) -> dict[int, torch.Tensor]:
+    """``{block: [M, D, h, w] float16}`` patch maps of every view, the encoder run at
+    ``cfg.seg_image_size`` (0: its own side; position embeddings interpolated)."""
+    from raddino_lib.eval.correspondence import at_side
+    from raddino_lib.eval.embed import embed_array
+
+    enc = at_side(encoder, cfg.seg_image_size)
+    uniq = sorted(set(layers))
+    dev, prec = _device(cfg)
+    emb = embed_array(
+        enc, views.images, batch_size=cfg.embed_batch_size, device=dev, precision=prec,
+        layers=uniq, progress=cfg.progress,
+    )  # fmt: skip
+    return {i: torch.from_numpy(emb[f"layer_{i}"]).permute(0, 3, 1, 2).contiguous() for i in uniq}
+
+
+def few_shot_sources(views: SegViews, n: int, seed: int = 0) -> np.ndarray:
+    """Source rows of ``n`` training images (0 or more than there are: all), nested across
+    ``n`` for one ``seed`` (the first ``n`` of one shuffle)."""
+    src = np.unique(views.source[views.split == "train"])
+    order = np.random.default_rng(seed).permutation(src)
+    return np.sort(order if n <= 0 or n >= len(order) else order[:n])
+
+
+def _train_rows(views: SegViews, sources: np.ndarray | None) -> np.ndarray:
+    rows = views.rows("train")
+    if sources is None:
+        return rows
+    return rows[np.isin(views.source[rows], sources)]
+
+
+def _score(
+    pred: np.ndarray, true: np.ndarray, tasks: Sequence[str], offsets: Mapping[str, slice]
+) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
+    out = {}
+    for t in tasks:
+        sl = offsets[t]
+        d = dice_per_image(pred[:, sl], true[:, sl])
+        summ = dice_summary(d)
+        summ["per_class"] = dict(zip(task_channels(t), d.mean(0).round(4).tolist(), strict=True))
+        out[t] = (summ, d.mean(1))
+    return out
+
+
+def _steps(cfg: Config, steps: int, n_rows: int) -> int:
+    """``steps``, raised to ``cfg.seg_epochs`` epochs over ``n_rows`` training rows."""
+    if cfg.seg_epochs > 0:
+        steps = max(steps, -(-cfg.seg_epochs * n_rows // cfg.seg_batch_size))
+    if steps <= 0:
+        raise ValueError(
+            "seg_steps (or seg_unet_steps) and seg_epochs are both 0: nothing to train"
+        )
+    return steps
+
+
+def _train_and_score(
+    model: torch.nn.Module,
+    inputs: Sequence[torch.Tensor],
+    views: SegViews,
+    tasks: Sequence[str],
+    cfg: Config,
+    *,
+    steps: int,
+    sources: np.ndarray | None = None,
+    example_rows: np.ndarray | None = None,
+    desc: str = "",
+) -> tuple[dict[str, tuple[dict[str, Any], np.ndarray]], dict[str, Any], np.ndarray | None]:
+    dev, prec = _device(cfg)
+    chans = [c for t in tasks for c in task_channels(t)]
+    idx = [views.channels.index(c) for c in chans]
+    masks = views.masks[:, idx]
+    offsets, groups, k = {}, [], 0
+    for t in tasks:
+        n = len(task_channels(t))
+        offsets[t] = slice(k, k + n)
+        groups.append(list(range(k, k + n)))
+        k += n
+    train = _train_rows(views, sources)
+    steps = _steps(cfg, steps, len(train))
+    res = fit(
+        model, inputs, masks, train, views.rows("val"),
+        steps=steps, batch_size=cfg.seg_batch_size, lr=cfg.seg_lr,
+        eval_every=cfg.seg_eval_every, seed=cfg.seed, device=dev, precision=prec,
+        groups=groups, progress=cfg.progress, desc=desc,
+    )  # fmt: skip
+    test = views.rows("test")
+    size = masks.shape[-1]
+    pred = predict_masks(model, inputs, test, size, device=dev, precision=prec)
+    scores = _score(pred, masks[test], tasks, offsets)
+    ex = None
+    if example_rows is not None and len(example_rows):
+        ex = predict_masks(model, inputs, example_rows, size, device=dev, precision=prec)
+    info = {"seconds": round(res.seconds, 2), "best_step": res.best_step, "steps": steps}
+    return scores, info, ex
+
+
+def _collect(out, encoder: str, head: str, table: list, per_image: dict, examples: dict) -> None:
+    """Append one trained model's scores to the run's table, per-image Dice and examples
+    (channels of successive task groups concatenated)."""
+    scores, info, ex = out
+    for t, (summ, pi) in scores.items():
+        table.append({"encoder": encoder, "head": head, "task": t, **summ, **info})
+        per_image[(encoder, head, t)] = pi
+    if ex is not None:
+        prev = examples.get((encoder, head))
+        examples[(encoder, head)] = ex if prev is None else np.concatenate([prev, ex], 1)
+
+
+def _groups(tasks: Sequence[str], joint: bool) -> list[tuple[str, ...]]:
+    return [tuple(tasks)] if joint else [(t,) for t in tasks]
+
+
+def run_segmentation(
+    cfg: Config,
+    views: SegViews,
+    encoders: Mapping[str, Any],
+    rows: Sequence[tuple[str, str]],
+    *,
+    few_shot_rows: Sequence[tuple[str, str]] = (),
+    unet: bool = True,
+    example_rows: np.ndarray | None = None,
+) -> SegRun:
+    """Train and score every (encoder, head) of ``rows`` on ``cfg.seg_tasks``, the U-Net, and
+    the few-shot lung curve for ``few_shot_rows`` at ``cfg.seg_shots`` (plus all images).
+
+    Args:
+        encoders: ``{name: Encoder}``; every name in ``rows`` / ``few_shot_rows`` must be here.
+        rows: (encoder name, head) pairs, head one of ``"linear"``, ``"vitdet"``, ``"upernet"``.
+    """
+    tasks = tuple(cfg.seg_tasks)
+    for t in tasks:
+        task_channels(t)
+    missing = sorted({e for e, _ in [*rows, *few_shot_rows]} - set(encoders))
+    if missing:
+        raise ValueError(f"rows name encoders that were not given: {missing}")
+    joint = cfg.seg_joint
+    table: list[dict[str, Any]] = []
+    shots: list[dict[str, Any]] = []
+    per_image: dict[tuple[str, str, str], np.ndarray] = {}
+    examples: dict[tuple[str, str], np.ndarray] = {}
+    n_train_all = len(few_shot_sources(views, 0))
+    shot_sizes = sorted({*(s for s in cfg.seg_shots if 0 < s < n_train_all), n_train_all})
+    order = list(dict.fromkeys(e for e, _ in [*rows, *few_shot_rows]))
+    for name in tqdm(order, desc="segmentation encoders", disable=not cfg.progress):
+        enc = encoders[name]
+        heads = [h for e, h in rows if e == name]
+        fs_heads = [h for e, h in few_shot_rows if e == name]
+        layers = {
+            h: head_layers(enc.num_layers, h, cfg.seg_linear_layers) for h in {*heads, *fs_heads}
+        }
+        t0 = time.perf_counter()
+        maps = encoder_maps(enc, views, sorted({i for ls in layers.values() for i in ls}), cfg)
+        feat_s = time.perf_counter() - t0
+        for head in heads:
+            inputs = [maps[i] for i in layers[head]]
+            for group in _groups(tasks, joint):
+                torch.manual_seed(cfg.seed)
+                k = sum(len(task_channels(t)) for t in group)
+                model = _head(head, enc.embed_dim, k, cfg)
+                out = _train_and_score(
+                    model, inputs, views, group, cfg, steps=cfg.seg_steps,
+                    example_rows=example_rows, desc=f"{name} {head}",
+                )  # fmt: skip
+                out[1]["feature_seconds"] = round(feat_s, 2)
+                _collect(out, name, head, table, per_image, examples)
+        for head in fs_heads:
+            inputs = [maps[i] for i in layers[head]]
+            for n in shot_sizes:
+                torch.manual_seed(cfg.seed)
+                model = _head(head, enc.embed_dim, len(task_channels("lungs")), cfg)
+                scores, info, _ = _train_and_score(
+                    model, inputs, views, ("lungs",), cfg, steps=cfg.seg_steps,
+                    sources=few_shot_sources(views, n, cfg.seed), desc=f"{name} {head} n={n}",
+                )  # fmt: skip
+                summ = scores["lungs"][0]
+                shots.append({"encoder": name, "head": head, "n_train": n, **summ, **info})
+        del maps
+    if unet:
+        images = torch.from_numpy(views.images).unsqueeze(1)
+        for group in _groups(tasks, joint):
+            torch.manual_seed(cfg.seed)
+            k = sum(len(task_channels(t)) for t in group)
+            model = UNet(k, cfg.seg_unet_encoder, mean=cfg.pixel_mean, std=cfg.pixel_std)
+            out = _train_and_score(
+                model, [images], views, group, cfg, steps=cfg.seg_unet_steps,
+                example_rows=example_rows, desc="U-Net",
+            )  # fmt: skip
+            _collect(out, UNET, UNET_HEAD, table, per_image, examples)
+    return SegRun(
+        table=pd.DataFrame(table),
+        few_shot=pd.DataFrame(shots),
+        per_image=per_image,
+        examples=examples,
+        example_rows=np.zeros(0, int) if example_rows is None else np.asarray(example_rows),
+    )
+
+
+def _head(head: str, dim: int, k: int, cfg: Config) -> torch.nn.Module:
+    return build_head(head, dim, k, channels=cfg.seg_channels, linear_layers=cfg.seg_linear_layers)
+
+
+def example_dice(run: SegRun, views: SegViews) -> dict[tuple[str, str], float]:
+    """``{(row label, task): Dice}`` of each model on the example image that
+    :func:`~raddino_lib.viz.segmentation.example_for_task` shows for the task, where the
+    label is ``"encoder (head)"`` and the channels are those of ``cfg.seg_tasks``."""
+    from raddino_lib.viz.segmentation import example_for_task
+
+    truth = views.masks[run.example_rows]
+    out: dict[tuple[str, str], float] = {}
+    for task, chans in task_columns(views).items():
+        e = example_for_task(truth, chans)
+        for (enc, head), pred in run.examples.items():
+            d = dice_per_image(pred[e : e + 1, chans], truth[e : e + 1, chans])
+            out[(f"{enc} ({head})", task)] = float(d.mean())
+    return out
+
+
+def task_columns(views: SegViews) -> dict[str, list[int]]:
+    """``{task: channel indices into views.masks}`` for the tasks the views hold."""
+    out: dict[str, list[int]] = {}
+    for t in (t for t in TASK_ORDER if all(c in views.channels for c in task_channels(t))):
+        out[t] = [views.channels.index(c) for c in task_channels(t)]
+    return out

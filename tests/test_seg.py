@@ -1,0 +1,264 @@
+"""Segmentation: Dice, loss, heads, U-Net, data split and augmentation, the training loop."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from raddino_lib.seg.data import augment, seg_records, split_by_subject
+from raddino_lib.seg.heads import build_head, head_layers, upsample_logits
+from raddino_lib.seg.loss import bce_dice_loss
+from raddino_lib.seg.metrics import dice_per_image, dice_summary
+from raddino_lib.seg.train import fit, group_loss, predict_masks
+from raddino_lib.seg.unet import UNet
+
+torch.set_num_threads(1)  # two xdist workers on two cores
+
+
+# ------------------------------------------------------------------------------- Dice
+def _m(*cells: tuple[int, int], size: int = 4) -> np.ndarray:
+    m = np.zeros((size, size), bool)
+    for r, c in cells:
+        m[r, c] = True
+    return m
+
+
+def test_dice_on_hand_made_masks() -> None:
+    empty = _m()
+    a = _m((0, 0), (0, 1), (1, 0), (1, 1))
+    b = _m((0, 0), (0, 1), (2, 2), (3, 3))
+    pred = np.stack([np.stack([empty, a, a, empty, a])])  # [1, 5, 4, 4]
+    true = np.stack([np.stack([empty, empty, a, a, b])])
+    d = dice_per_image(pred, true)
+    # both empty = 1; one empty = 0 (both ways); identical = 1; overlap 2 of 4 + 4 = 0.5
+    np.testing.assert_allclose(d, [[1.0, 0.0, 1.0, 0.0, 0.5]])
+
+
+def test_dice_summary_averages_classes_then_images() -> None:
+    d = np.array([[1.0, 0.5], [0.0, 0.5], [1.0, 1.0]])
+    s = dice_summary(d)
+    per_image = np.array([0.75, 0.25, 1.0])
+    assert s["mean"] == pytest.approx(per_image.mean())
+    assert s["std"] == pytest.approx(per_image.std())
+    assert s["n"] == 3
+
+
+def test_dice_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\[N, K, H, W\]"):
+        dice_per_image(np.zeros((1, 2, 4, 4)), np.zeros((1, 1, 4, 4)))
+
+
+# ------------------------------------------------------------------------------- loss
+def test_bce_dice_loss_hand_computed() -> None:
+    logits = torch.zeros(1, 1, 2, 2)  # p = 0.5 everywhere
+    target = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    # BCE = log 2 at every pixel; soft Dice = (2 * 0.5 + 1) / (2 + 1 + 1) = 0.5
+    want = math.log(2) + (1 - 0.5)
+    assert float(bce_dice_loss(logits, target)) == pytest.approx(want, rel=1e-6)
+
+
+def test_group_loss_is_the_mean_of_the_groups() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 5, 5, generator=g)
+    target = torch.rand(2, 3, 5, 5, generator=g) > 0.5
+    a = bce_dice_loss(logits[:, :1], target[:, :1])
+    b = bce_dice_loss(logits[:, 1:], target[:, 1:])
+    assert float(group_loss(logits, target, [[0], [1, 2]])) == pytest.approx(float(a + b) / 2)
+    assert float(group_loss(logits, target, None)) == pytest.approx(
+        float(bce_dice_loss(logits, target))
+    )
+
+
+# ------------------------------------------------------------------------------ heads
+@pytest.mark.parametrize(
+    ("image", "patch", "dim"),
+    [(32, 8, 16), (518, 14, 8), (70, 14, 8)],  # grids 4, 37 (ViT-B/14 at 518), 5 (odd)
+)
+@pytest.mark.parametrize("head", ["linear", "vitdet", "upernet"])
+def test_head_output_shapes(image: int, patch: int, dim: int, head: str) -> None:
+    g = image // patch
+    n_maps = 4 if head == "upernet" else (2 if head == "linear" else 1)
+    h = build_head(head, dim, 3, channels=8, linear_layers=n_maps if head == "linear" else 1)
+    h.eval()
+    feats = [torch.randn(2, dim, g, g) for _ in range(n_maps)]
+    out = h(feats)
+    factor = 1 if head == "linear" else 4
+    assert out.shape == (2, 3, factor * g, factor * g)
+    assert upsample_logits(out, image).shape == (2, 3, image, image)
+
+
+def test_heads_refuse_the_wrong_number_of_maps() -> None:
+    with pytest.raises(ValueError, match="expects 4 feature map"):
+        build_head("upernet", 8, 2, channels=8)([torch.randn(1, 8, 4, 4)])
+    with pytest.raises(ValueError, match=r"\[B, 8, h, w\]"):
+        build_head("linear", 8, 2)([torch.randn(1, 6, 4, 4)])
+
+
+def test_head_layers() -> None:
+    assert head_layers(12, "upernet") == (2, 5, 8, 11)
+    assert head_layers(6, "upernet") == (1, 2, 4, 5)
+    assert head_layers(2, "upernet") == (0, 0, 1, 1)
+    assert head_layers(12, "linear") == (11,)
+    assert head_layers(12, "linear", 4) == (8, 9, 10, 11)
+    assert head_layers(6, "vitdet") == (5,)
+    with pytest.raises(ValueError, match="unknown head"):
+        head_layers(6, "fcn")
+
+
+def test_unet_keeps_any_side() -> None:
+    net = UNet(2, "tu-tinynet_e", decoder_channels=(16, 8, 8, 8, 8)).eval()
+    with torch.no_grad():
+        assert net([torch.rand(1, 1, 40, 40)]).shape == (1, 2, 40, 40)
+        assert net([torch.rand(1, 1, 64, 64)]).shape == (1, 2, 64, 64)
+
+
+def test_unet_unknown_encoder_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="could not build a U-Net"):
+        UNet(2, "not-an-encoder")
+
+
+# ------------------------------------------------------------------------------- data
+def _records(n_subj: int = 30) -> pd.DataFrame:
+    rows = []
+    for s in range(n_subj):
+        for k in range(1 + s % 3):
+            rows.append(
+                {
+                    "subject_id": f"S{s:03d}",
+                    "image_id": f"I{s:03d}_{k}",
+                    "view": "LATERAL" if k == 2 else "PA",
+                    "mask_path": "" if k == 2 else f"masks/I{s:03d}_{k}.npz",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_split_by_subject_keeps_subjects_whole() -> None:
+    df = _records(40)
+    split = split_by_subject(df, seed=3)
+    per_subject = split.groupby(df["subject_id"]).nunique()
+    assert (per_subject == 1).all()
+    counts = split.groupby(df["subject_id"]).first().value_counts()
+    assert counts["train"] == 28 and counts["val"] == 6 and counts["test"] == 6
+    assert split.equals(split_by_subject(df, seed=3))
+    assert not split.equals(split_by_subject(df, seed=4))
+
+
+def test_seg_records_frontal_with_masks_and_whole_subjects() -> None:
+    df = _records(30)
+    out = seg_records(df, max_images=20, seed=0)
+    assert (out["view"] != "LATERAL").all() and (out["mask_path"] != "").all()
+    assert len(out) <= 20
+    kept = set(out["subject_id"])
+    frontal = df[df["view"] != "LATERAL"]
+    assert len(out) == int(frontal["subject_id"].isin(kept).sum())  # whole subjects
+    with pytest.raises(ValueError, match="mask_path is empty"):
+        seg_records(df.assign(mask_path=""))
+
+
+def test_augment_moves_image_and_masks_together() -> None:
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(4, 1, 64, 64, dtype=torch.bool)
+    masks[:, :, 20:44, 10:30] = True
+    images = masks.float() * 0.8 + 0.1
+    img, msk = augment(images, masks, g)
+    assert img.shape == images.shape and msk.shape == masks.shape and msk.dtype == torch.bool
+    assert not torch.equal(msk, masks)  # it moved
+    for i in range(4):  # the bright region is where the mask went
+        inside = img[i, 0][msk[i, 0]].mean()
+        outside = img[i, 0][~msk[i, 0]].mean()
+        assert inside > outside + 0.3
+        # mask area stays within the scale range squared
+        ratio = float(msk[i].sum()) / float(masks[i].sum())
+        assert 0.7 < ratio < 1.3
+    same_img, same_msk = augment(images, masks, torch.Generator().manual_seed(0), strength=0.0)
+    assert torch.equal(same_msk, masks)
+    torch.testing.assert_close(same_img, images, atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------- training loop
+def test_fit_restores_the_best_validation_state() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(24, 4, 6, 6, generator=g)
+    masks = (x[:, :1] > 0).numpy()  # a linear rule the head can learn
+    head = build_head("linear", 4, 1)
+    res = fit(
+        head, [x], masks, np.arange(16), np.arange(16, 24), steps=30, batch_size=8, lr=5e-2,
+        eval_every=5, seed=0,
+    )  # fmt: skip
+    losses = [h["val_loss"] for h in res.history]
+    assert res.best_val_loss == pytest.approx(min(losses))
+    assert res.best_step == res.history[int(np.argmin(losses))]["step"]
+    pred = predict_masks(head, [x], np.arange(16, 24), 6)
+    assert dice_summary(dice_per_image(pred, masks[16:]))["mean"] > 0.9
+    with pytest.raises(ValueError, match="training and validation rows"):
+        fit(head, [x], masks, np.arange(16), np.arange(0), steps=1, batch_size=8, lr=1e-3,
+            eval_every=1)  # fmt: skip
+
+
+# --------------------------------------------------------------- overfitting 8 images
+@pytest.fixture(scope="module")
+def phantom_views(tmp_path_factory):
+    from raddino_lib.data.phantom import generate_dataset
+    from raddino_lib.data.records import load_records
+    from raddino_lib.seg.data import make_views
+
+    root = tmp_path_factory.mktemp("seg") / "ph"
+    generate_dataset(root, 16, size=64, seed=5, workers=1, progress=False)
+    rec = seg_records(load_records(root)).head(8).copy()
+    assert len(rec) == 8
+    rec["seg_split"] = "train"
+    views = make_views(root, rec, tasks=("lungs",), size=64, n_views=0, progress=False)
+    return views
+
+
+def test_a_head_overfits_eight_phantom_images(phantom_views) -> None:
+    from raddino_lib.config import make_config
+    from raddino_lib.models.registry import load_encoder
+    from raddino_lib.seg.experiment import encoder_maps
+
+    cfg = make_config("smoke", progress=False, image_size=64, embed_dim=32, depth=2)
+    enc = load_encoder("random", cfg=cfg, seed=0)
+    layers = head_layers(enc.num_layers, "upernet")
+    maps = encoder_maps(enc, phantom_views, layers, cfg)
+    assert maps[1].shape == (8, 32, 8, 8)
+    torch.manual_seed(0)
+    head = build_head("upernet", 32, 2, channels=16)
+    rows = np.arange(8)
+    masks = phantom_views.task_masks("lungs")
+    inputs = [maps[i] for i in layers]
+    fit(head, inputs, masks, rows, rows, steps=150, batch_size=8, lr=3e-3, eval_every=25)
+    pred = predict_masks(head, inputs, rows, 64)
+    assert dice_summary(dice_per_image(pred, masks))["mean"] > 0.9
+
+
+def test_few_shot_subsets_are_nested_and_views_follow(phantom_views) -> None:
+    from raddino_lib.seg.data import SegViews
+    from raddino_lib.seg.experiment import _train_rows, few_shot_sources
+
+    v = phantom_views
+    views = SegViews(
+        images=np.concatenate([v.images, v.images]), masks=np.concatenate([v.masks, v.masks]),
+        split=np.concatenate([v.split, v.split]), source=np.concatenate([v.source, v.source]),
+        view=np.concatenate([v.view, v.view + 1]), channels=v.channels, records=v.records,
+    )  # fmt: skip
+    small, big, every = (few_shot_sources(views, n, seed=1) for n in (2, 5, 0))
+    assert len(small) == 2 and len(big) == 5 and len(every) == 8
+    assert set(small) <= set(big) <= set(every)
+    rows = _train_rows(views, small)
+    assert len(rows) == 4 and set(views.source[rows]) == set(small)  # both views of each
+
+
+def test_steps_follow_epochs_when_asked() -> None:
+    from raddino_lib.config import make_config
+    from raddino_lib.seg.experiment import _steps
+
+    cfg = make_config("smoke", seg_batch_size=10, seg_epochs=3)
+    assert _steps(cfg, 4, 95) == 29  # ceil(3 * 95 / 10)
+    assert _steps(cfg, 40, 95) == 40
+    with pytest.raises(ValueError, match="nothing to train"):
+        _steps(make_config("smoke", seg_epochs=0), 0, 10)
