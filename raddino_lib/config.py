@@ -117,17 +117,17 @@ class Config:
     seg_size: int = 128  # side of masks, predictions and Dice
     seg_image_size: int = 128  # encoder input side (0: each encoder's own)
     seg_views: int = 2  # augmented copies of each training image (features computed once)
-    seg_steps: int = 400  # optimiser steps per model (at least; see seg_epochs)
+    seg_steps: int = 300  # optimiser steps per model (at least; see seg_epochs)
     seg_epochs: int = 0  # when > 0, at least this many epochs over the training views
     seg_batch_size: int = 32
     seg_lr: float = 1e-3  # Adam, cosine schedule (the paper: 5e-4)
     seg_eval_every: int = 50  # validation loss every this many steps; the best is kept
-    seg_channels: int = 64  # decoder width of the ViTDet and UPerNet heads (mmseg: 512)
+    seg_channels: int = 32  # decoder width of the ViTDet and UPerNet heads (mmseg: 512)
     seg_joint: bool = True  # one model per (encoder, head) for all tasks (False: per task)
     seg_linear_layers: int = 1  # blocks concatenated by the linear head (DINOv2: 1 or 4)
     seg_unet_encoder: str = "tu-tinynet_e"  # segmentation-models-pytorch encoder, no weights
-    seg_unet_steps: int = 400
-    seg_shots: tuple[int, ...] = (4, 16, 64, 256)  # few-shot training-set sizes (lungs)
+    seg_unet_steps: int = 300
+    seg_shots: tuple[int, ...] = (8, 32, 128)  # few-shot training-set sizes (lungs)
 
     # --- in-project baselines (chapter 3) -----------------------------------------------
     # general-domain DINO: the same engine and recipe on natural-image crops (DINOv2 stand-in)

@@ -74,9 +74,7 @@ def test_metadata_probe_accuracy_and_chance():
     sex = rng.choice(["M", "F"], n)
     x = np.stack([age + rng.normal(0, 3, n), (sex == "M") * 3.0 + rng.normal(0, 1, n)], 1)
     meta = pd.DataFrame({"sex": sex, "age": age, "weight": rng.normal(70, 10, n)})
-    res = metadata_probe(
-        x, meta, np.arange(n), variables=("sex", "age", "weight"), bins="quantile"
-    )
+    res = metadata_probe(x, meta, np.arange(n), variables=("sex", "age", "weight"), bins="quantile")
     assert res.loc["sex", "acc_mean"] > 0.9
     assert res.loc["age", "acc_mean"] > 0.6  # 5 bins, chance 0.2
     assert res.loc["weight", "acc_mean"] < 0.35  # unrelated to the features
@@ -85,15 +83,12 @@ def test_metadata_probe_accuracy_and_chance():
 
 def test_paper_bins_edges():
     # Appendix C.3: age < 20, 20-40, 40-60, 60-80, > 80 (an edge value goes to the upper bin)
-    assert paper_bins("age", np.array([0, 19.9, 20, 39.9, 40, 79.9, 80, 101])).tolist() == [
-        0, 0, 1, 1, 2, 3, 4, 4,
-    ]
-    assert paper_bins("weight", np.array([49, 50, 64.9, 65, 94.9, 95])).tolist() == [
-        0, 1, 1, 2, 3, 4,
-    ]
-    assert paper_bins("bmi", np.array([18.49, 18.5, 24.9, 25, 30, 35.1])).tolist() == [
-        0, 1, 1, 2, 3, 4,
-    ]
+    age = paper_bins("age", np.array([0, 19.9, 20, 39.9, 40, 79.9, 80, 101]))
+    assert age.tolist() == [0, 0, 1, 1, 2, 3, 4, 4]
+    weight = paper_bins("weight", np.array([49, 50, 64.9, 65, 94.9, 95]))
+    assert weight.tolist() == [0, 1, 1, 2, 3, 4]
+    bmi = paper_bins("bmi", np.array([18.49, 18.5, 24.9, 25, 30, 35.1]))
+    assert bmi.tolist() == [0, 1, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="NaN"):
         paper_bins("age", np.array([np.nan]))
     with pytest.raises(ValueError, match="no paper bins"):

@@ -13,7 +13,7 @@ from raddino_lib.seg.data import augment, seg_records, split_by_subject
 from raddino_lib.seg.heads import build_head, head_layers, upsample_logits
 from raddino_lib.seg.loss import bce_dice_loss
 from raddino_lib.seg.metrics import dice_per_image, dice_summary
-from raddino_lib.seg.train import fit, group_loss, predict_masks
+from raddino_lib.seg.train import _val_loss, fit, group_loss, predict_masks
 from raddino_lib.seg.unet import UNet
 
 torch.set_num_threads(1)  # two xdist workers on two cores
@@ -185,16 +185,33 @@ def test_fit_restores_the_best_validation_state() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(24, 4, 6, 6, generator=g)
     masks = (x[:, :1] > 0).numpy()  # a linear rule the head can learn
+    torch.manual_seed(0)  # the head's initialisation must not depend on which tests ran first
     head = build_head("linear", 4, 1)
     res = fit(
-        head, [x], masks, np.arange(16), np.arange(16, 24), steps=30, batch_size=8, lr=5e-2,
+        head, [x], masks, np.arange(16), np.arange(16, 24), steps=100, batch_size=8, lr=5e-2,
         eval_every=5, seed=0,
     )  # fmt: skip
     losses = [h["val_loss"] for h in res.history]
     assert res.best_val_loss == pytest.approx(min(losses))
     assert res.best_step == res.history[int(np.argmin(losses))]["step"]
+    # the weights left in the model are the ones that scored best_val_loss
+    again = _val_loss(head, [x], masks, np.arange(16, 24), 6, 16, torch.device("cpu"), "fp32", None)
+    assert again == pytest.approx(res.best_val_loss, rel=1e-5)
     pred = predict_masks(head, [x], np.arange(16, 24), 6)
     assert dice_summary(dice_per_image(pred, masks[16:]))["mean"] > 0.9
+    # validation truth inverted: training makes it worse, so the first check is the best
+    flipped = masks.copy()
+    flipped[16:] = ~flipped[16:]
+    torch.manual_seed(0)
+    head = build_head("linear", 4, 1)
+    res = fit(head, [x], flipped, np.arange(16), np.arange(16, 24), steps=40, batch_size=8,
+              lr=5e-2, eval_every=5, seed=0)  # fmt: skip
+    losses = [h["val_loss"] for h in res.history]
+    assert res.best_step == 5 and losses[-1] > losses[0]
+    again = _val_loss(
+        head, [x], flipped, np.arange(16, 24), 6, 16, torch.device("cpu"), "fp32", None
+    )
+    assert again == pytest.approx(losses[0], rel=1e-5)
     with pytest.raises(ValueError, match="training and validation rows"):
         fit(head, [x], masks, np.arange(16), np.arange(0), steps=1, batch_size=8, lr=1e-3,
             eval_every=1)  # fmt: skip

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from raddino_lib.data import schema
-from raddino_lib.data.io import read_masks, read_png
+from raddino_lib.data.io import read_masks
+from raddino_lib.data.readers import read_image
 
 _LABEL_VALUES = {0, 1}
 
@@ -123,11 +124,16 @@ def _rel(row_or_path: Mapping | pd.Series | str | Path, key: str) -> str:
 
 
 def load_image(root: str | Path, row_or_path: Mapping | pd.Series | str | Path) -> np.ndarray:
-    """Image of a record (or a path relative to ``root``) -> (H, W) float32 in [0, 1]."""
+    """Image of a record (or a path relative to ``root``) -> (H, W) float32 in [0, 1].
+
+    PNG/JPEG (8 or 16 bit, colour flattened to grey) and DICOM (modality and VOI LUT,
+    MONOCHROME1 inverted), see :func:`raddino_lib.data.readers.read_image`; an undecodable
+    file raises :class:`~raddino_lib.data.readers.ImageReadError` naming it.
+    """
     p = Path(root) / _rel(row_or_path, "path")
     if not p.exists():
         raise FileNotFoundError(f"{p}: image file listed in records.csv does not exist")
-    return read_png(p)
+    return read_image(p)
 
 
 def load_masks(root: str | Path, row: Mapping | pd.Series | str | Path) -> dict[str, np.ndarray]:
