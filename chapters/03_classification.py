@@ -51,6 +51,8 @@
 # %% tags=["parameters"]
 preset = "laptop"
 data_dir = None  # a dataset folder in the generic format (None: the built-in phantom)
+dataset = None  # or a real dataset by adapter name (vindr, rsna, candid, ...), with data_root
+data_root = None  # that dataset's own folder, as downloaded
 probe_seeds = None  # e.g. [0, 1, 2, 3, 4]
 # extra_encoders: a list of "name=source" strings (local folders, timm:ARCH, hub ids)
 extra_encoders = None
@@ -64,6 +66,7 @@ cfg = _rc.chapter_config(globals(), "03_classification")
 
 # %%
 import time
+from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -72,7 +75,7 @@ from IPython.display import Markdown, display
 from raddino_lib.data.datasets import dataset_dir
 from raddino_lib.data.records import load_records
 from raddino_lib.data.schema import CANDID_FINDINGS, FINDING_ABBREV, VINDR_FINDINGS
-from raddino_lib.data.summary import mention_rates
+from raddino_lib.data.summary import NOT_LABELLED, mention_rates, probe_ready
 from raddino_lib.eval import compare as cmp
 from raddino_lib.eval.paper_numbers import (
     TABLE3_VINDR,
@@ -84,7 +87,7 @@ from raddino_lib.results import save_results
 from raddino_lib.viz.compare import comparison_figure, mean_std_table
 
 pd.set_option("display.precision", 3)
-display(Markdown(_rc.describe(cfg, ("preset", "data_dir", "probe_seeds", "probe_kinds",
+display(Markdown(_rc.describe(cfg, ("preset", "data_dir", "dataset", "data_root", "probe_seeds", "probe_kinds",
                                     "probe_grid", "extra_encoders", "probe_epochs"))))  # fmt: skip
 results: dict = {}
 
@@ -95,13 +98,23 @@ results: dict = {}
 # a rerun loads them. The table gives each encoder's input side, token count and size.
 
 # %%
+root = dataset_dir(cfg)
+REAL = bool(cfg.dataset or cfg.data_dir)  # real data (an adapter's folder may hold blank labels)
+DATA = cfg.dataset or ("data_dir" if cfg.data_dir else "phantom")
+records = load_records(root)
+results["data"] = {"name": DATA, "images": len(records)}
+train_rows = records[records["split"] == "train"]
+HAS_REPORTS = bool(train_rows["report"].fillna("").str.strip().astype(bool).any())
+# The text-supervised stand-in learns from the training reports: without any, it is left out.
+names = [n for n in cmp.ENCODER_ROLES if n != cmp.TEXT_SUP or HAS_REPORTS]
+names += [e.partition("=")[0] for e in cfg.extra_encoders]
 t0 = time.time()
-encoders = cmp.book_encoders(cfg)
+encoders = cmp.book_encoders(cfg, include=names)
 results["seconds_encoders"] = time.time() - t0
 rows = []
 for name, enc in encoders.items():
     d = enc.describe()
-    role = cmp.ENCODER_ROLES.get(name, ("external encoder", "", ""))
+    role = [r.replace("phantom", DATA) for r in cmp.ENCODER_ROLES.get(name, ("external encoder", "", ""))]
     rows.append({"encoder": name, "stands in for": role[0], "supervision": role[1],
                  "pretraining data": role[2], "input px": d["image_size"],
                  "tokens": d["tokens"], "width": d["embed_dim"], "params (M)": d["params_m"]})  # fmt: skip
@@ -117,12 +130,17 @@ display(lineup)
 # for a finding only through these mentions.
 
 # %%
-root = dataset_dir(cfg)
-records = load_records(root)
-train_rows = records[records["split"] == "train"]
-mentions = mention_rates(train_rows)
-display(mentions)
-results["mention_rate_train"] = mentions.to_dict()
+if HAS_REPORTS:
+    mentions = mention_rates(train_rows)
+    display(mentions)
+    results["mention_rate_train"] = mentions.to_dict()
+else:
+    results["mention_rate_train"] = None
+    display(Markdown(f"**{DATA} has no report text**: there are no mentions to count, and the "
+                     "in-project text-supervised encoder, which learns from the training "
+                     "reports, could not be trained, so it is left out of every table and its "
+                     "claims are untested here. Add real text-supervised encoders (BiomedCLIP, "
+                     "BioViL-T) through `extra_encoders`."))  # fmt: skip
 
 # %% [markdown]
 # ## Frozen features
@@ -173,8 +191,18 @@ def show(comp: cmp.Comparison, title: str, metric: str = "auprc") -> None:
 
 # %%
 FRONTAL_FINDINGS = (*VINDR_FINDINGS, *CANDID_FINDINGS, "pneumonia")
+# A finding the dataset does not label at all is left out; one that is labelled but lacks a
+# class in train or test is probed and stays blank in the tables (it cannot be scored).
+READY, SKIPPED = probe_ready(frontal, FRONTAL_FINDINGS)
+PROBED = [f for f in FRONTAL_FINDINGS if SKIPPED.get(f) != NOT_LABELLED]
+results["findings_skipped"] = SKIPPED
+if SKIPPED:
+    display(Markdown(f"**Not scored on {DATA}** (a score needs both classes among the labelled "
+                     "train and test images; findings with labels stay as blank columns):\n\n"
+                     + "\n".join(f"* {FINDING_ABBREV[f]} ({f}): {why}"
+                                  for f, why in SKIPPED.items())))  # fmt: skip
 t0 = time.time()
-frontal_comp = cmp.compare_encoders(feats_frontal, frontal, FRONTAL_FINDINGS, seeds=SEEDS,
+frontal_comp = cmp.compare_encoders(feats_frontal, frontal, PROBED, seeds=SEEDS,
                                     progress=cfg.progress)  # fmt: skip
 results["seconds_probe_frontal"] = time.time() - t0
 print(f"frontal probes: {results['seconds_probe_frontal']:.1f} s")
@@ -188,9 +216,13 @@ print(f"frontal probes: {results['seconds_probe_frontal']:.1f} s")
 # %%
 display(Markdown("**Paper, Table 3** (VinDr-CXR, AUPRC, mean ± std over 5 seeds)"))
 display(paper_frame(TABLE3_VINDR))
-table3 = frontal_comp.subset(VINDR_FINDINGS)
-results["table3"] = table3.to_json()
-show(table3, "This run, Table 3 stand-in (phantom, frontal)")
+T3 = [f for f in VINDR_FINDINGS if f in PROBED]
+table3 = frontal_comp.subset(T3) if set(T3) & set(READY) else None
+if table3 is not None:
+    results["table3"] = table3.to_json()
+    show(table3, f"This run, Table 3 stand-in ({DATA}, frontal)")
+else:
+    print(f"none of the six VinDr findings can be probed on {DATA}")
 
 # %% [markdown]
 # ## Table 4: pneumothorax, chest tube, rib fracture and pneumonia
@@ -201,12 +233,17 @@ show(table3, "This run, Table 3 stand-in (phantom, frontal)")
 # %%
 display(Markdown("**Paper, Table 4** (CANDID-PTX AUPRC; RSNA Pneumonia AUPRC and AUROC)"))
 display(paper_frame(TABLE4_CANDID_RSNA))
-table4 = frontal_comp.subset((*CANDID_FINDINGS, "pneumonia"))
-results["table4"] = table4.to_json()
-show(table4, "This run, Table 4 stand-in (phantom, frontal)")
-auroc = table4.summary("auroc")[["pneumonia"]].rename(columns={"pneumonia": "PNA AUROC"})
-auroc["± std"] = table4.summary("auroc", "std")["pneumonia"]
-display((auroc * 100).round(1))
+T4 = [f for f in (*CANDID_FINDINGS, "pneumonia") if f in PROBED]
+table4 = frontal_comp.subset(T4) if set(T4) & set(READY) else None
+if table4 is not None:
+    results["table4"] = table4.to_json()
+    show(table4, f"This run, Table 4 stand-in ({DATA}, frontal)")
+if table4 is not None and "pneumonia" in READY:
+    auroc = table4.summary("auroc")[["pneumonia"]].rename(columns={"pneumonia": "PNA AUROC"})
+    auroc["± std"] = table4.summary("auroc", "std")["pneumonia"]
+    display((auroc * 100).round(1))
+elif table4 is None:
+    print(f"none of the Table 4 findings can be probed on {DATA}")
 
 # %% [markdown]
 # ## Table A.1: lateral views
@@ -222,16 +259,19 @@ display((auroc * 100).round(1))
 LATERAL_FINDINGS = ("pleural_effusion", "pleural_thickening", "lung_opacity")
 display(Markdown("**Paper, Table A.1** (PadChest laterals, AUPRC)"))
 display(paper_frame(TABLE_A1_LATERAL))
-if feats_lateral:
+LAT_READY, LAT_SKIPPED = probe_ready(lateral, LATERAL_FINDINGS)
+LAT_PROBED = [f for f in LATERAL_FINDINGS if LAT_SKIPPED.get(f) != NOT_LABELLED]
+if feats_lateral and LAT_READY:
     t0 = time.time()
-    table_a1 = cmp.compare_encoders(feats_lateral, lateral, LATERAL_FINDINGS, seeds=SEEDS,
+    table_a1 = cmp.compare_encoders(feats_lateral, lateral, LAT_PROBED, seeds=SEEDS,
                                     progress=cfg.progress)  # fmt: skip
     results["seconds_probe_table_a1"] = time.time() - t0
     results["table_a1"] = table_a1.to_json()
-    show(table_a1, "This run, Table A.1 stand-in (phantom, lateral)")
+    show(table_a1, f"This run, Table A.1 stand-in ({DATA}, lateral)")
 else:
     table_a1 = None
-    print("this dataset has no lateral images")
+    print("this dataset has no lateral images" if not feats_lateral else
+          f"none of {LATERAL_FINDINGS} can be probed on the lateral images of {DATA}")  # fmt: skip
 
 # %% [markdown]
 # ## The paper's probe: a linear layer trained on augmented images
@@ -245,18 +285,19 @@ else:
 from raddino_lib.eval.augmented_probe import augmented_probe
 
 aug = None
-if cfg.probe_epochs > 0:
+AUG_FINDINGS = T3
+if cfg.probe_epochs > 0 and table3 is not None:
     from raddino_lib.ssl.train import resolve_device
 
     t0 = time.time()
     aug_tables = {}
-    for name in (cmp.RAD_DINO, cmp.TEXT_SUP):
+    for name in [n for n in (cmp.RAD_DINO, cmp.TEXT_SUP) if n in encoders]:
         aug_tables[name] = augmented_probe(
-            encoders[name], root, frontal, VINDR_FINDINGS, seeds=SEEDS, epochs=cfg.probe_epochs,
+            encoders[name], root, frontal, AUG_FINDINGS, seeds=SEEDS, epochs=cfg.probe_epochs,
             lr=cfg.probe_lr, batch_size=cfg.probe_batch_size,
             device=str(resolve_device(cfg.device)), precision=cfg.precision, progress=cfg.progress,
         )  # fmt: skip
-    aug = cmp.Comparison(aug_tables, list(VINDR_FINDINGS), SEEDS)
+    aug = cmp.Comparison(aug_tables, list(AUG_FINDINGS), SEEDS)
     results["seconds_augmented_probe"] = time.time() - t0
     results["augmented"] = aug.to_json()
     show(aug, f"Augmented probe ({cfg.probe_epochs} epochs), VinDr findings")
@@ -297,16 +338,38 @@ claims_4 = [
     cmp.Claim("RAD-DINO-mini > text-supervised, pneumonia (paper: no gap, -0.45)", R, T,
               ("pneumonia",)),
 ]  # fmt: skip
+UNTESTED: list[str] = []
+
+
+def ready_claims(comp, claims) -> pd.DataFrame:
+    """Claims restricted to the findings ``comp`` probed (a claim left with none is listed
+    as untested): on a real dataset some of the paper's findings have no labels."""
+    kept = []
+    for c in claims:
+        fs = tuple(f for f in c.findings if comp is not None and f in comp.findings)
+        gone = [e for e in (c.a, c.b) if comp is not None and e not in comp.tables]
+        if not fs:
+            UNTESTED.append(f"{c.text} (no probed finding)")
+        elif gone:
+            UNTESTED.append(f"{c.text} (no {' or '.join(gone)} encoder)")
+        elif fs != c.findings:
+            kept.append(replace(c, findings=fs, text=f"{c.text} [only {', '.join(FINDING_ABBREV[f] for f in fs)}]"))
+        else:
+            kept.append(c)
+    return cmp.claims_table(comp, kept) if kept else pd.DataFrame()
+
+
 verdicts = pd.concat(
-    [cmp.claims_table(table3, claims_3), cmp.claims_table(table4, claims_4)]
-    + ([cmp.claims_table(table_a1, [cmp.Claim(
-        "RAD-DINO-mini > text-supervised, lateral views", R, T, LATERAL_FINDINGS)])]
-       if table_a1 is not None else [])
-    + ([cmp.claims_table(aug, [cmp.Claim(
-        "RAD-DINO-mini > text-supervised, augmented probe, rarely reported", R, T, RARE)])]
-       if aug is not None else [])
+    [ready_claims(table3, claims_3), ready_claims(table4, claims_4),
+     ready_claims(table_a1, [cmp.Claim("RAD-DINO-mini > text-supervised, lateral views", R, T,
+                                       LATERAL_FINDINGS)]),
+     ready_claims(aug, [cmp.Claim("RAD-DINO-mini > text-supervised, augmented probe, rarely "
+                                  "reported", R, T, RARE)])]
 )  # fmt: skip
-results["claims"] = verdicts.reset_index().to_dict(orient="records")
+results["claims"] = verdicts.reset_index().to_dict(orient="records") if len(verdicts) else []
+results["claims_untested"] = UNTESTED
+if UNTESTED:
+    display(Markdown(f"**Untested on {DATA}**: " + "; ".join(UNTESTED)))
 display(verdicts.style.format({c: "{:.3f}" for c in verdicts.columns if c not in
                                ("A ahead on seeds", "verdict")}))  # fmt: skip
 
@@ -329,7 +392,9 @@ well reported findings: {_v("RAD-DINO-mini > text-supervised, well")}. Against t
 general-domain encoder: {_v("RAD-DINO-mini > general-domain")}. Against raw pixels:
 {_v("RAD-DINO-mini > raw pixels")}. On laterals: {_v("RAD-DINO-mini > text-supervised, lateral")}.
 
-The phantom is small (a few thousand images) and the encoders are narrow ViTs trained for
-minutes on a CPU, so the margins are in AUPRC points, not the paper's tens. Where a claim is
-inconclusive, the seeds' spread is as large as the difference at this budget.
+{"The phantom is small (a few thousand images) and the encoders are narrow ViTs trained for "
+ "minutes on a CPU, so the margins are in AUPRC points, not the paper's tens." if not REAL else
+ f"This run read {DATA} ({len(records)} images) at the `{cfg.preset}` preset; the in-project "
+ "encoders were trained on it at that preset's budget."}
+Where a claim is inconclusive, the seeds' spread is as large as the difference at this budget.
 """))

@@ -111,7 +111,7 @@ for name, enc in encoders.items():
     f = cmp.encoder_features(enc, root, frontal, cfg)
     kinds = [k for k in METADATA_KINDS if k in f] or list(f)  # raw pixels: one kind
     feats[name] = {k: f[k][rows_nf] for k in kinds}
-if cfg.data_dir is None:  # the phantom knows each subject's anatomy: add it as a ceiling
+if cfg.data_dir is None and cfg.dataset is None:  # the phantom knows each subject's anatomy: a ceiling
     feats[cmp.ORACLE] = anatomy_table(root, subset).to_numpy()
 results["seconds_embed"] = time.time() - t0
 t0 = time.time()

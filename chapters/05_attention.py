@@ -125,7 +125,7 @@ display(Markdown("Images: " + " · ".join(examples["label"])))
 # averaged over test images.
 
 # %%
-if cfg.data_dir is None:  # the phantom writes lung masks
+if cfg.data_dir is None and cfg.dataset is None:  # the phantom writes lung masks
     sample = test.iloc[: min(len(test), 64)]
     lungs = np.stack([(lambda m: m["lung_right"] | m["lung_left"])(load_masks(root, r))
                       for _, r in sample.iterrows()])  # fmt: skip
@@ -156,7 +156,7 @@ t0 = time.time()
 grids = {n: corr.patch_grids(e, root, test, cfg) for n, e in encoders.items()}
 grid_hw = list(next(iter(grids.values())).shape[1:3])
 results["seconds_embed"] = time.time() - t0
-have_truth = cfg.data_dir is None  # only the phantom knows its landmarks
+have_truth = cfg.data_dir is None and cfg.dataset is None  # only the phantom has landmarks
 if have_truth:
     lms = landmark_table(root, test, inside_only=True)
     pairs = corr.sample_pairs(test, cfg.corr_pairs, seed=cfg.seed)

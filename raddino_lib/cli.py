@@ -5,6 +5,7 @@ Subcommands::
     raddino chapter NAME [--preset P] [-p key value ...] [-y YAML] [-f FILE]
     raddino book [--preset P] [--no-run] [--chapters A B ...]
     raddino phantom --out DIR --n N --size S --seed K [--overwrite] [--workers W]
+    raddino dataset NAME=FOLDER [NAME=FOLDER ...] --out DIR [--skip-bad] [--all-splits N ...]
     raddino pretrain --preset P [--data DIR] --out RUN [--init random|PATH] [--no-mim]
                      [--resolution R] [--max-images N] [--cohorts C ...] [-p key value ...]
     raddino export RUN --out DIR [--student] [--overwrite]
@@ -234,6 +235,61 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# dataset
+
+
+def _add_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "dataset",
+        help="read real datasets with their adapters into one records folder",
+        description=(
+            "Run each dataset's adapter (vindr_cxr, rsna_pneumonia, candid_ptx, chexpert, "
+            "mimic_cxr, nih_cxr14, padchest, vindr_ribcxr, or an alias: vindr, mimic, nih...) on "
+            "its own folder and write OUT/records.csv in the generic format; with several, a "
+            "pretraining mixture (ids prefixed by the dataset, parts under OUT/parts/). "
+            "Images stay where they are. MIMIC-CXR reads MIMIC-IV from FOLDER/mimic-iv when "
+            "it exists."
+        ),
+    )
+    p.add_argument("sources", nargs="+", metavar="NAME=FOLDER", help="dataset name and folder")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--skip-bad", action="store_true", help="skip missing / unreadable images")
+    p.add_argument(
+        "--all-splits",
+        nargs="*",
+        default=(),
+        metavar="NAME",
+        help="datasets whose every image is marked train (the paper: all but mimic_cxr)",
+    )
+    p.set_defaults(func=_cmd_dataset)
+
+
+def _cmd_dataset(args: argparse.Namespace) -> int:
+    from raddino_lib.data.adapters import AdapterError
+    from raddino_lib.data.mixture import write_mixture
+
+    pairs = []
+    for item in args.sources:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            _print_err(f"{item!r}: expected NAME=FOLDER")
+            return 2
+        pairs.append((name, folder))
+    try:
+        df = write_mixture(
+            args.out, pairs, seed=args.seed, skip_bad=args.skip_bad, all_splits=args.all_splits
+        )
+    except (AdapterError, KeyError, ValueError, FileNotFoundError) as exc:
+        _print_err(str(exc).strip("'\""))
+        return 2
+    counts = df.groupby(["cohort", "split"]).size().unstack(fill_value=0)
+    print(counts.to_string())
+    print(f"records: {Path(args.out) / 'records.csv'} ({len(df)} images)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # pretrain
 
 
@@ -351,6 +407,7 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_chapter,
     _add_book,
     _add_phantom,
+    _add_dataset,
     _add_pretrain,
     _add_export,
 )

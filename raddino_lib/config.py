@@ -38,6 +38,10 @@ class Config:
 
     # --- data ----------------------------------------------------------------------------
     data_dir: str | None = None  # a dataset folder in the generic format; None: the phantom
+    # or a real dataset as downloaded: an adapter name (vindr, mimic, nih, padchest, ...; see
+    # raddino_lib.data.adapters) and its folder; records are built once into .cache/datasets
+    dataset: str | None = None
+    data_root: str | None = None
     phantom_n: int = 4000
     phantom_size: int = 256
     phantom_seed: int = 0

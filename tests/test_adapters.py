@@ -359,10 +359,10 @@ def test_split_subjects_deterministic_and_disjoint():
 
 
 def test_registry():
-    assert set(ADAPTERS) == {"vindr_cxr", "rsna_pneumonia", "candid_ptx", "chexpert"}
+    assert {"vindr_cxr", "rsna_pneumonia", "candid_ptx", "chexpert"} <= set(ADAPTERS)
     assert get_adapter("chexpert") is chexpert
     with pytest.raises(KeyError):
-        get_adapter("mimic")
+        get_adapter("openi")
 
 
 def test_no_phi_anywhere_in_outputs(tmp_path):

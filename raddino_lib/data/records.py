@@ -24,14 +24,22 @@ class RecordsError(ValueError):
     """A records.csv that does not follow the schema (message names the file and problem)."""
 
 
-def load_records(root: str | Path, *, allow_unknown_labels: bool = False) -> pd.DataFrame:
+#: Written by the dataset adapters beside records.csv: a real dataset, whose labels may be blank.
+ADAPTER_MARKER = "adapter.json"
+
+
+def load_records(root: str | Path, *, allow_unknown_labels: bool | None = None) -> pd.DataFrame:
     """Read ``root/records.csv`` and validate it -> DataFrame (one row per image).
 
     Checks: exact columns in order; unique image ids; split in schema.SPLITS; view in
     schema.VIEWS; finding columns 0/1 (blank allowed only with ``allow_unknown_labels``,
     e.g. for real data); no_finding consistent; bmi consistent with weight/height; no subject
-    in two splits. Finding columns come back as nullable Int8.
+    in two splits. Finding columns come back as nullable Int8. ``allow_unknown_labels=None``
+    (default) allows blanks exactly in folders a dataset adapter wrote (they hold
+    :data:`ADAPTER_MARKER`); the phantom's labels must be complete.
     """
+    if allow_unknown_labels is None:
+        allow_unknown_labels = (Path(root) / ADAPTER_MARKER).is_file()
     path = Path(root) / "records.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no records.csv in the dataset folder {root}")

@@ -63,3 +63,42 @@ def mention_rates(df: pd.DataFrame, findings: tuple[str, ...] = FINDINGS) -> pd.
             }
         )
     return pd.DataFrame(rows).set_index("finding")
+
+
+NOT_LABELLED = "not labelled in this dataset"
+
+
+def probe_ready(
+    df: pd.DataFrame, findings: tuple[str, ...] | list[str] = FINDINGS
+) -> tuple[list[str], dict[str, str]]:
+    """Which ``findings`` a probe can score on ``df`` (a records frame with ``split``).
+
+    A finding is ready when its labelled rows (blank = unknown) hold both classes in the
+    ``train`` split and in the ``test`` split, which :func:`raddino_lib.eval.probe.finding_probe`
+    needs. Returns ``(ready, skipped)``: the ready findings in the given order, and for every
+    other one the reason, e.g. ``"not labelled in this dataset"`` or ``"no positive image in
+    test"``. Real datasets label only some findings (VinDr-CXR has no chest-tube label), so
+    chapters probe the ready ones and say why the rest are missing.
+    """
+    ready: list[str] = []
+    skipped: dict[str, str] = {}
+    for f in findings:
+        if f not in df.columns:
+            skipped[f] = "not a column of the records"
+            continue
+        y = pd.to_numeric(df[f], errors="coerce").to_numpy(dtype=float)
+        if not np.isfinite(y).any():
+            skipped[f] = NOT_LABELLED
+            continue
+        why = []
+        for split in ("train", "test"):
+            v = y[(df["split"] == split).to_numpy() & np.isfinite(y)]
+            if not (v == 1).any():
+                why.append(f"no positive image in {split}")
+            if not (v == 0).any():
+                why.append(f"no negative image in {split}")
+        if why:
+            skipped[f] = ", ".join(why)
+        else:
+            ready.append(f)
+    return ready, skipped

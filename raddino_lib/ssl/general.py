@@ -39,13 +39,15 @@ def general_domain_config(cfg: Config) -> Config:
     """``cfg`` as the general-domain run trains it: ``pretrain_steps`` =
     ``cfg.general_pretrain_steps`` and random initial weights; the recipe (backbone, crops,
     losses, schedules, batch size, seed) unchanged. Chest-data selections (``data_dir``,
-    ``cohorts``, ``max_images``, ``frontal_only``) are reset: the run reads the natural
-    dataset, which they do not describe."""
+    ``dataset``, ``data_root``, ``cohorts``, ``max_images``, ``frontal_only``) are reset: the
+    run reads the natural dataset, which they do not describe."""
     return replace(
         cfg,
         pretrain_steps=cfg.general_pretrain_steps,
         init="random",
         data_dir=None,
+        dataset=None,
+        data_root=None,
         cohorts=None,
         max_images=None,
         frontal_only=False,

@@ -74,7 +74,15 @@ _EVAL_ONLY = {
     "extra_encoders",
     "general_pretrain_steps",
     "natural_n",
-    *(f.name for f in fields(Config) if f.name.startswith(("clip_", "text_", "corr_", "seg_"))),
+    # a real dataset by adapter: the run is tied to the resolved records folder (run check)
+    # and to datasets.data_identity (export fingerprint), not to these two names
+    "dataset",
+    "data_root",
+    *(
+        f.name
+        for f in fields(Config)
+        if f.name.startswith(("clip_", "text_", "corr_", "seg_", "rg_"))
+    ),
     "vocab_size",
     "preset",
     "seeds",

@@ -3,10 +3,12 @@ the records frame and ``write_dataset``'s path convention."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,7 +16,7 @@ import pandas as pd
 from raddino_lib.atomic import atomic_write_text
 from raddino_lib.data import schema
 from raddino_lib.data.readers import ImageReadError, read_dicom_header
-from raddino_lib.data.records import check_subject_splits
+from raddino_lib.data.records import ADAPTER_MARKER, check_subject_splits
 
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 SOURCE_LINK = "source"  # name of the symlink to the dataset folder inside out_dir
@@ -36,6 +38,50 @@ def read_table(path: Path, required: Iterable[str] = ()) -> pd.DataFrame:
     if missing:
         raise AdapterError(f"{path}: missing columns {missing} (has {list(df.columns)})")
     return df
+
+
+def find_table(src: Path, names: Iterable[str]) -> Path | None:
+    """The first of ``names`` that exists in ``src`` as given or gzipped (``NAME.gz``)."""
+    for name in names:
+        for cand in (src / name, src / f"{name}.gz"):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def require_table(src: Path, names: Iterable[str]) -> Path:
+    """:func:`find_table` or AdapterError naming the expected file(s)."""
+    names = list(names)
+    found = find_table(src, names)
+    if found is None:
+        raise AdapterError(f"{src / names[0]}: expected table not found (nor {names[0]}.gz)")
+    return found
+
+
+def index_files(src: Path, suffixes: Iterable[str]) -> dict[str, str]:
+    """File name -> path relative to ``src`` (``/``-separated) for every file under ``src``
+    whose suffix is in ``suffixes`` (lower-case, with the dot); the first found wins, in a
+    sorted walk, so the result does not depend on the file system's order."""
+    suf = tuple(s.lower() for s in suffixes)
+    out: dict[str, str] = {}
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        for f in sorted(files):
+            if f.lower().endswith(suf) and f not in out:
+                out[f] = str(Path(root, f).relative_to(src)).replace(os.sep, "/")
+    return out
+
+
+def cap_age(value: object) -> float:
+    """An age in years -> float capped at 90 (HIPAA Safe Harbor's 90+ group); NaN when
+    missing, negative or implausible (over 120, e.g. NIH's known typos)."""
+    try:
+        v = float(str(value).strip().upper().removesuffix("Y"))
+    except ValueError:
+        return math.nan
+    if not math.isfinite(v) or v < 0 or v > 120:
+        return math.nan
+    return float(min(v, 90.0))
 
 
 def parse_label(value: object, *, file: Path | str, row: int, column: str) -> float:
@@ -172,7 +218,9 @@ def write_records(
     (default) ``out_dir/source`` becomes a symlink to ``src_dir`` and paths are rewritten
     to ``source/<path>`` (relative, so the folder can move if the link is re-pointed);
     ``link="absolute"`` writes absolute paths instead (``root / abs`` is ``abs``). When
-    ``out_dir`` is ``src_dir`` paths stay as they are. Returns the records.csv path.
+    ``out_dir`` is ``src_dir`` paths stay as they are. Also writes ``out_dir/adapter.json``
+    (:data:`~raddino_lib.data.records.ADAPTER_MARKER`: cohorts, image count, the adapter's
+    counts), so ``load_records`` accepts blank labels there. Returns the records.csv path.
     """
     src, out = Path(src_dir).resolve(), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -192,4 +240,37 @@ def write_records(
             raise ValueError(f"link must be 'symlink' or 'absolute', got {link!r}")
     target = out / "records.csv"
     atomic_write_text(target, df[list(schema.RECORD_COLUMNS)].to_csv(index=False))
+    write_marker(df, out)
     return target
+
+
+def write_marker(df: pd.DataFrame, out_dir: str | Path, **extra: object) -> Path:
+    """Write ``out_dir/adapter.json``, the marker that lets ``records.load_records`` accept
+    blank labels in this folder: cohorts, image count and the adapter's integer counts
+    (skipped images, dropped views...), never a path or an id; plus ``extra``."""
+    info = {
+        "cohorts": sorted(set(df["cohort"])),
+        "images": len(df),
+        "unknown_labels": True,
+        "attrs": {k: v for k, v in df.attrs.items() if isinstance(v, int) and k != "source"},
+        **extra,
+    }
+    target = Path(out_dir) / ADAPTER_MARKER
+    atomic_write_text(target, json.dumps(info, indent=1, sort_keys=True) + "\n")
+    return target
+
+
+def records_writer(build_records: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
+    """An adapter's ``write_dataset(src_dir, out_dir, *, link="symlink", **kw)``: its
+    ``build_records(src_dir, **kw)`` then ``out_dir/records.csv`` (see :func:`write_records`)."""
+
+    def write_dataset(src_dir: str | Path, out_dir: str | Path, **kw: Any) -> pd.DataFrame:
+        link = kw.pop("link", "symlink")
+        df = build_records(src_dir, **kw)
+        write_records(df, src_dir, out_dir, link=link)
+        return df
+
+    write_dataset.__doc__ = (
+        f":func:`{build_records.__module__}.build_records` then ``out_dir/records.csv``."
+    )
+    return write_dataset

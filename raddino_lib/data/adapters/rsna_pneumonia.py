@@ -27,8 +27,8 @@ from raddino_lib.data.adapters._common import (
     parse_label,
     read_table,
     records_frame,
+    records_writer,
     split_subjects,
-    write_records,
 )
 
 LABELS = "stage_2_train_labels.csv"
@@ -97,9 +97,4 @@ def build_records(
     return finish(df, source=str(src), skipped=skipped)
 
 
-def write_dataset(src_dir: str | Path, out_dir: str | Path, **kw) -> pd.DataFrame:
-    """:func:`build_records` then ``out_dir/records.csv`` (see ``write_records``)."""
-    link = kw.pop("link", "symlink")
-    df = build_records(src_dir, **kw)
-    write_records(df, src_dir, out_dir, link=link)
-    return df
+write_dataset = records_writer(build_records)
