@@ -32,7 +32,18 @@ from typing import Any
 
 
 def parse_value(text: str) -> Any:
-    """Parse a ``-p`` value the way papermill does: bool, None, int, float, else the string."""
+    """Parse a ``-p`` value the way papermill does: bool, None, int, float, else the string;
+    a value written as a list (``"[0, 1]"``, ``'["a=/x", "b=/y"]'``) parses as YAML."""
+    if text.lstrip().startswith("["):
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            msg = f"-p value {text!r} looks like a list but is not valid YAML: {exc}"
+            raise ValueError(msg) from None
+        if isinstance(loaded, list):
+            return loaded
     if text == "True":
         return True
     if text == "False":

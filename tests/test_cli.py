@@ -78,11 +78,22 @@ def root(tmp_path: Path) -> Path:
         ("true", "true"),
         ("cuda", "cuda"),
         ("/data/x", "/data/x"),
+        ("[0, 1]", [0, 1]),
+        ('["RAD-DINO=/m/rad-dino", "CLIP=/m/clip"]', ["RAD-DINO=/m/rad-dino", "CLIP=/m/clip"]),
     ],
 )
 def test_parse_value_like_papermill(text: str, value: object) -> None:
     assert parse_value(text) == value
     assert type(parse_value(text)) is type(value)
+
+
+def test_list_values_reach_the_config() -> None:
+    from raddino_lib.config import make_config
+
+    cfg = make_config("smoke", seeds=parse_value("[0, 1]"))
+    assert cfg.seeds == (0, 1)
+    with pytest.raises(ValueError, match="not valid YAML"):
+        parse_value("[0, 1")
 
 
 def test_chapter_ok_with_params(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
