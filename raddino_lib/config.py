@@ -124,14 +124,42 @@ class Config:
     seg_steps: int = 300  # optimiser steps per model (at least; see seg_epochs)
     seg_epochs: int = 0  # when > 0, at least this many epochs over the training views
     seg_batch_size: int = 32
-    seg_lr: float = 1e-3  # Adam, cosine schedule (the paper: 5e-4)
+    seg_lr: float = 3e-3  # Adam, cosine schedule (the paper: 5e-4)
+    seg_linear_lr: float = 1e-2  # the linear heads' learning rate (0: seg_lr)
+    seg_loss_size: int = 64  # side of the heads' training loss (0: seg_size; Dice at seg_size)
     seg_eval_every: int = 50  # validation loss every this many steps; the best is kept
     seg_channels: int = 32  # decoder width of the ViTDet and UPerNet heads (mmseg: 512)
     seg_joint: bool = True  # one model per (encoder, head) for all tasks (False: per task)
-    seg_linear_layers: int = 1  # blocks concatenated by the linear head (DINOv2: 1 or 4)
+    seg_linear_layers: int = 4  # blocks concatenated by the linear head (DINOv2: 1 or 4)
     seg_unet_encoder: str = "tu-tinynet_e"  # segmentation-models-pytorch encoder, no weights
     seg_unet_steps: int = 300
-    seg_shots: tuple[int, ...] = (8, 32, 128)  # few-shot training-set sizes (lungs)
+    seg_shots: tuple[int, ...] = (8, 32)  # few-shot training-set sizes (lungs; all is added)
+    # report generation on frozen encoders (chapter 7, Table 5); rg_* never touch pretraining
+    rg_lm: str = "gpt2"  # gpt2 | llama (small decoder from scratch) | a local causal-LM folder
+    rg_vocab_size: int = 1000  # byte-level BPE trained on the training reports (small LMs)
+    # laptop: a 128-wide 4-layer GPT-2 trained 400 steps of 16 reports at lr 3e-3 (~75 s per
+    # encoder on 2 cores); more small steps beat fewer large ones for the same compute
+    rg_width: int = 128  # small decoder width, depth, heads and dropout
+    rg_depth: int = 4
+    rg_heads: int = 4
+    rg_dropout: float = 0.1
+    rg_template: str = "plain"  # prompt template: plain | vicuna_v1 (LLaVA-1.5 + Vicuna)
+    rg_max_report_tokens: int = 128  # report tokens kept for training (longer ones are cut)
+    rg_max_train: int = 0  # training reports (0: all frontal training reports)
+    rg_steps: int = 400  # optimiser steps (at least; see rg_epochs)
+    rg_epochs: int = 0  # when > 0, at least this many epochs over the training reports
+    rg_batch_size: int = 16
+    rg_micro_batch: int = 0  # rows per forward pass, gradient accumulation (0: whole batch)
+    rg_lr: float = 3e-3  # AdamW, warm-up then cosine (LLaVA-1.5: 2e-5)
+    rg_warmup: float = 0.03  # warm-up fraction of the steps (LLaVA-1.5: 3%)
+    rg_weight_decay: float = 0.0
+    rg_grad_ckpt: bool = False  # gradient checkpointing in the LM
+    rg_checkpoint_every: int = 0  # resumable checkpoint every this many steps (0: none)
+    rg_max_test: int = 0  # test reports generated and scored (0: all)
+    rg_max_new_tokens: int = 128  # greedy decoding length (paper: 150)
+    rg_gen_batch_size: int = 64  # images decoded at once (paper: 1)
+    rg_bootstrap: int = 500  # bootstrap resamples of the test reports (paper: 500)
+    rg_examples: int = 3  # generated reports shown beside their references
 
     # --- in-project baselines (chapter 3) -----------------------------------------------
     # general-domain DINO: the same engine and recipe on natural-image crops (DINOv2 stand-in)
@@ -201,7 +229,20 @@ _SMOKE = Config(
     seg_eval_every=2,
     seg_channels=8,
     seg_unet_steps=2,
+    seg_loss_size=16,
     seg_shots=(4,),
+    rg_vocab_size=200,
+    rg_width=32,
+    rg_depth=1,
+    rg_heads=2,
+    rg_max_report_tokens=48,
+    rg_steps=6,
+    rg_batch_size=8,
+    rg_max_test=8,
+    rg_max_new_tokens=16,
+    rg_gen_batch_size=8,
+    rg_bootstrap=50,
+    rg_examples=2,
     embed_batch_size=32,
     general_pretrain_steps=4,
     natural_n=64,
@@ -287,12 +328,31 @@ _PAPER = Config(
     seg_epochs=100,
     seg_batch_size=80,
     seg_lr=5e-4,
+    seg_linear_lr=0.0,
+    seg_loss_size=0,
     seg_eval_every=100,
     seg_channels=512,
     seg_joint=False,
     seg_unet_encoder="efficientnet-b6",
     seg_unet_steps=0,
     seg_shots=(8, 16, 32, 64, 128, 256),
+    # section 4.2 and D: LLaVA-1.5 single-stage fine-tuning of projector + Vicuna-7B v1.5 (a
+    # local folder; nothing is downloaded), batch 128, lr 2e-5, cosine, 3% warm-up, 3 epochs,
+    # greedy decoding of up to 150 tokens one image at a time, all 2,461 test reports
+    rg_lm="models/vicuna-7b-v1.5",
+    rg_template="vicuna_v1",
+    rg_max_report_tokens=512,
+    rg_steps=0,
+    rg_epochs=3,
+    rg_batch_size=128,
+    rg_micro_batch=8,
+    rg_lr=2e-5,
+    rg_grad_ckpt=True,
+    rg_checkpoint_every=200,
+    rg_max_test=0,
+    rg_max_new_tokens=150,
+    rg_gen_batch_size=1,
+    rg_examples=5,
     general_pretrain_steps=60000,
     natural_n=100000,
     clip_steps=20000,

@@ -17,7 +17,6 @@ fails loudly where Jupyter Book would only warn.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -31,6 +30,7 @@ import yaml
 
 from raddino_lib.atomic import atomic_path
 from raddino_lib.config import DEFAULT_PRESET, ParameterError, validate_overrides
+from raddino_lib.environ import temporary_env
 
 __all__ = [
     "BookBuildFailed",
@@ -190,21 +190,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    """Set environment variables (inherited by the kernel) for the duration of the block."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _failure_message(name: str, exc: Exception, kept: Path | None) -> tuple[str, dict[str, Any]]:
     from papermill.exceptions import PapermillExecutionError
 
@@ -281,7 +266,7 @@ def run_chapter(
 
     with atomic_path(out_path, suffix=".ipynb") as tmp:
         try:
-            with _env(RADDINO_ROOT=str(root)):
+            with temporary_env(RADDINO_ROOT=str(root)):
                 papermill.execute_notebook(
                     nb,
                     str(tmp),

@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 
 from raddino_lib.data.schema import FINDINGS
-from raddino_lib.text import CHEXBERT_14, FINDING_TO_CHEXBERT, label_report, label_reports
+from raddino_lib.text import (
+    CHEXBERT_14,
+    FINDING_TO_CHEXBERT,
+    label_chexbert,
+    label_report,
+    label_reports,
+    label_reports_chexbert,
+)
 from raddino_lib.text.labeller import to_chexbert
 
 CASES: list[tuple[str, dict[str, float]]] = [
@@ -123,3 +130,50 @@ def test_chexbert_mapping() -> None:
     assert mapped["Support Devices"] == 1.0
     assert mapped["Pneumothorax"] == -1.0
     assert math.isnan(mapped["Edema"])
+
+
+# ------------------------------------------------------------------ all 14 CheXbert classes
+CHEXBERT_CASES: list[tuple[str, dict[str, float]]] = [
+    ("Mild pulmonary edema.", {"Edema": 1.0, "No Finding": 0.0}),
+    ("No pulmonary edema.", {"Edema": 0.0, "No Finding": 1.0}),
+    ("Findings may represent mild vascular congestion.", {"Edema": -1.0, "No Finding": 0.0}),
+    ("Bibasilar atelectasis.", {"Atelectasis": 1.0}),
+    ("Possible left lower lobe atelectasis.", {"Atelectasis": -1.0, "No Finding": 0.0}),
+    ("Right lower lobe consolidation.", {"Consolidation": 1.0, "Lung Opacity": 1.0}),
+    ("No focal consolidation.", {"Consolidation": 0.0, "Lung Opacity": 0.0, "No Finding": 1.0}),
+    ("The mediastinum is widened.", {"Enlarged Cardiomediastinum": 1.0}),
+    ("Tortuous thoracic aorta.", {"Enlarged Cardiomediastinum": 1.0}),
+    (
+        "No edema, consolidation or pneumothorax. Small left effusion.",
+        {
+            "Edema": 0.0,
+            "Consolidation": 0.0,
+            "Pneumothorax": 0.0,
+            "Pleural Effusion": 1.0,
+            "No Finding": 0.0,
+        },
+    ),  # fmt: skip
+    (
+        "Cardiomegaly with mild interstitial edema; right PICC in place.",
+        {"Cardiomegaly": 1.0, "Edema": 1.0, "Support Devices": 1.0, "No Finding": 0.0},
+    ),
+    (
+        "No acute cardiopulmonary process.",
+        {c: (1.0 if c == "No Finding" else math.nan) for c in CHEXBERT_14},
+    ),
+    ("Bibasilar fibrotic changes.", {"No Finding": 0.0}),  # abnormal, no CheXbert class
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CHEXBERT_CASES)
+def test_label_chexbert_hand_written(text: str, expected: dict[str, float]) -> None:
+    got = label_chexbert(text)
+    assert list(got) == list(CHEXBERT_14)
+    for cls, value in expected.items():
+        assert _same(got[cls], value), (text, cls, got[cls], value)
+
+
+def test_label_reports_chexbert_dataframe() -> None:
+    df = label_reports_chexbert(pd.Series(["Mild edema.", None], index=["x", "y"]))
+    assert list(df.columns) == list(CHEXBERT_14) and list(df.index) == ["x", "y"]
+    assert df.loc["x", "Edema"] == 1.0 and df.loc["y", "No Finding"] == 1.0

@@ -13,7 +13,7 @@ from raddino_lib.seg.data import augment, seg_records, split_by_subject
 from raddino_lib.seg.heads import build_head, head_layers, upsample_logits
 from raddino_lib.seg.loss import bce_dice_loss
 from raddino_lib.seg.metrics import dice_per_image, dice_summary
-from raddino_lib.seg.train import _val_loss, fit, group_loss, predict_masks
+from raddino_lib.seg.train import _targets_at, _val_loss, fit, group_loss, predict_masks
 from raddino_lib.seg.unet import UNet
 
 torch.set_num_threads(1)  # two xdist workers on two cores
@@ -45,6 +45,14 @@ def test_dice_summary_averages_classes_then_images() -> None:
     assert s["mean"] == pytest.approx(per_image.mean())
     assert s["std"] == pytest.approx(per_image.std())
     assert s["n"] == 3
+    assert "mean_present" not in s
+    # an image without the structure, left empty, scores 1 and lifts the mean; mean_present
+    # is over the images that have it
+    s = dice_summary(d, present=np.array([True, True, False]))
+    assert s["mean_present"] == pytest.approx(0.5) and s["n_present"] == 2
+    assert np.isnan(dice_summary(d, present=np.zeros(3, bool))["mean_present"])
+    with pytest.raises(ValueError, match="present"):
+        dice_summary(d, present=np.ones(2, bool))
 
 
 def test_dice_rejects_mismatched_shapes() -> None:
@@ -59,6 +67,26 @@ def test_bce_dice_loss_hand_computed() -> None:
     # BCE = log 2 at every pixel; soft Dice = (2 * 0.5 + 1) / (2 + 1 + 1) = 0.5
     want = math.log(2) + (1 - 0.5)
     assert float(bce_dice_loss(logits, target)) == pytest.approx(want, rel=1e-6)
+
+
+def test_per_class_loss_and_soft_targets() -> None:
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 4, 8, 8, generator=g)
+    target = torch.rand(3, 4, 8, 8, generator=g) > 0.6
+    per_class = bce_dice_loss(logits, target, reduction="none")
+    assert per_class.shape == (4,)
+    for k in range(4):  # each class's entry is the scalar loss of that class alone
+        want = float(bce_dice_loss(logits[:, k : k + 1], target[:, k : k + 1]))
+        assert float(per_class[k]) == pytest.approx(want, rel=1e-6)
+    assert float(per_class.mean()) == pytest.approx(float(bce_dice_loss(logits, target)))
+    # a 2x2-pooled mask is the fraction of each block that is inside
+    m = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    m[0, 0, 0, :3] = True
+    soft = _targets_at(m, 2)
+    np.testing.assert_allclose(soft[0, 0].numpy(), [[0.5, 0.25], [0.0, 0.0]])
+    assert _targets_at(m, 4) is m
+    with pytest.raises(ValueError, match="must divide"):
+        _targets_at(m, 3)
 
 
 def test_group_loss_is_the_mean_of_the_groups() -> None:
@@ -212,6 +240,17 @@ def test_fit_restores_the_best_validation_state() -> None:
         head, [x], flipped, np.arange(16, 24), 6, 16, torch.device("cpu"), "fp32", None
     )
     assert again == pytest.approx(losses[0], rel=1e-5)
+    # the loss at half the mask side still learns the rule; Dice is scored at full side
+    torch.manual_seed(0)
+    head = build_head("linear", 4, 1)
+    res = fit(head, [x], masks, np.arange(16), np.arange(16, 24), steps=100, batch_size=8,
+              lr=5e-2, eval_every=5, seed=0, loss_size=3)  # fmt: skip
+    pred = predict_masks(head, [x], np.arange(16, 24), 6)
+    assert pred.shape == (8, 1, 6, 6)
+    assert dice_summary(dice_per_image(pred, masks[16:]))["mean"] > 0.8
+    with pytest.raises(ValueError, match="must divide"):
+        fit(head, [x], masks, np.arange(16), np.arange(16, 24), steps=1, batch_size=8,
+            lr=1e-3, eval_every=1, loss_size=4)  # fmt: skip
     with pytest.raises(ValueError, match="training and validation rows"):
         fit(head, [x], masks, np.arange(16), np.arange(0), steps=1, batch_size=8, lr=1e-3,
             eval_every=1)  # fmt: skip

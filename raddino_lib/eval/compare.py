@@ -48,7 +48,13 @@ PIXELS = "raw pixels"
 #: RAD-DINO-mini's recipe without the iBOT (masked image modelling) loss, same budget; trained
 #: only when asked for (the segmentation chapter's MIM ablation), never in the default line-up.
 NO_MIM = "RAD-DINO-mini (no MIM)"
-_OPT_IN = (NO_MIM,)
+#: The paper's RAD-DINO-Control (Table 5): the same recipe and budget pretrained on one cohort
+#: only (:func:`control_cohorts`: the phantom's ICU cohort, MIMIC-CXR's stand-in, or MIMIC-CXR
+#: itself in a real multi-dataset folder); opt-in like NO_MIM.
+CONTROL = "RAD-DINO-mini-control"
+CONTROL_COHORTS: tuple[str, ...] = ("icu",)
+CONTROL_COHORTS_REAL: tuple[str, ...] = ("mimic_cxr",)
+_OPT_IN = (NO_MIM, CONTROL)
 #: Not an encoder: the phantom's true anatomy parameters, the ceiling of what images show.
 ORACLE = "phantom anatomy (oracle)"
 
@@ -67,7 +73,19 @@ OPT_IN_ROLES: dict[str, tuple[str, str, str]] = {
         "image only, DINO + KoLeo, no iBOT",
         "phantom train split, no text",
     ),
+    CONTROL: (
+        "RAD-DINO-Control",
+        "image only (DINOv2 recipe)",
+        "phantom train split, ICU cohort only (MIMIC-CXR on real data), no text",
+    ),
 }
+
+
+def control_cohorts(cfg: Config) -> tuple[str, ...]:
+    """The cohorts the control encoder pretrains on: ``("icu",)`` on the phantom,
+    ``("mimic_cxr",)`` (the adapters' cohort name) on real data (``data_dir`` or
+    ``dataset``)."""
+    return CONTROL_COHORTS_REAL if cfg.data_dir or cfg.dataset else CONTROL_COHORTS
 
 
 def _vit(loader: Callable[[], Any], name: str) -> Callable[[], Encoder]:
@@ -81,7 +99,7 @@ def book_encoders(
 
     Args:
         include: subset of names (default: all of :data:`ENCODER_ROLES` and the extras;
-            :data:`NO_MIM` only when named here).
+            :data:`NO_MIM` and :data:`CONTROL` only when named here).
         train: False raises instead of training a missing baseline.
     """
     from raddino_lib.ssl.export import pretrained_encoder
@@ -95,6 +113,10 @@ def book_encoders(
         TEXT_SUP: _vit(lambda: text_supervised_encoder(cfg, train=train), TEXT_SUP),
         RAD_DINO: _vit(lambda: pretrained_encoder(cfg, train=train), RAD_DINO),
         NO_MIM: _vit(lambda: pretrained_encoder(replace(cfg, mim=False), train=train), NO_MIM),
+        CONTROL: _vit(
+            lambda: pretrained_encoder(replace(cfg, cohorts=control_cohorts(cfg)), train=train),
+            CONTROL,
+        ),
     }
     for entry in cfg.extra_encoders:
         name, sep, source = entry.partition("=")

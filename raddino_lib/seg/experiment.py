@@ -121,7 +121,7 @@ def _score(
     for t in tasks:
         sl = offsets[t]
         d = dice_per_image(pred[:, sl], true[:, sl])
-        summ = dice_summary(d)
+        summ = dice_summary(d, present=true[:, sl].any((1, 2, 3)))
         summ["per_class"] = dict(zip(task_channels(t), d.mean(0).round(4).tolist(), strict=True))
         out[t] = (summ, d.mean(1))
     return out
@@ -146,6 +146,8 @@ def _train_and_score(
     cfg: Config,
     *,
     steps: int,
+    lr: float,
+    loss_size: int | None = None,
     sources: np.ndarray | None = None,
     example_rows: np.ndarray | None = None,
     desc: str = "",
@@ -164,7 +166,7 @@ def _train_and_score(
     steps = _steps(cfg, steps, len(train))
     res = fit(
         model, inputs, masks, train, views.rows("val"),
-        steps=steps, batch_size=cfg.seg_batch_size, lr=cfg.seg_lr,
+        steps=steps, batch_size=cfg.seg_batch_size, lr=lr, loss_size=loss_size,
         eval_every=cfg.seg_eval_every, seed=cfg.seed, device=dev, precision=prec,
         groups=groups, progress=cfg.progress, desc=desc,
     )  # fmt: skip
@@ -189,6 +191,13 @@ def _collect(out, encoder: str, head: str, table: list, per_image: dict, example
     if ex is not None:
         prev = examples.get((encoder, head))
         examples[(encoder, head)] = ex if prev is None else np.concatenate([prev, ex], 1)
+
+
+def _opt(head: str, cfg: Config) -> dict[str, Any]:
+    """Learning rate and loss side of a frozen-encoder head (the U-Net: ``cfg.seg_lr``, full
+    side)."""
+    lr = cfg.seg_linear_lr if head == "linear" and cfg.seg_linear_lr > 0 else cfg.seg_lr
+    return {"lr": lr, "loss_size": cfg.seg_loss_size or None}
 
 
 def _groups(tasks: Sequence[str], joint: bool) -> list[tuple[str, ...]]:
@@ -241,9 +250,9 @@ def run_segmentation(
             for group in _groups(tasks, joint):
                 torch.manual_seed(cfg.seed)
                 k = sum(len(task_channels(t)) for t in group)
-                model = _head(head, enc.embed_dim, k, cfg)
+                model = _head(head, enc.embed_dim, k, cfg, len(layers[head]))
                 out = _train_and_score(
-                    model, inputs, views, group, cfg, steps=cfg.seg_steps,
+                    model, inputs, views, group, cfg, steps=cfg.seg_steps, **_opt(head, cfg),
                     example_rows=example_rows, desc=f"{name} {head}",
                 )  # fmt: skip
                 out[1]["feature_seconds"] = round(feat_s, 2)
@@ -252,9 +261,12 @@ def run_segmentation(
             inputs = [maps[i] for i in layers[head]]
             for n in shot_sizes:
                 torch.manual_seed(cfg.seed)
-                model = _head(head, enc.embed_dim, len(task_channels("lungs")), cfg)
+                model = _head(
+                    head, enc.embed_dim, len(task_channels("lungs")), cfg, len(layers[head])
+                )
                 scores, info, _ = _train_and_score(
                     model, inputs, views, ("lungs",), cfg, steps=cfg.seg_steps,
+                    **_opt(head, cfg),
                     sources=few_shot_sources(views, n, cfg.seed), desc=f"{name} {head} n={n}",
                 )  # fmt: skip
                 summ = scores["lungs"][0]
@@ -267,7 +279,7 @@ def run_segmentation(
             k = sum(len(task_channels(t)) for t in group)
             model = UNet(k, cfg.seg_unet_encoder, mean=cfg.pixel_mean, std=cfg.pixel_std)
             out = _train_and_score(
-                model, [images], views, group, cfg, steps=cfg.seg_unet_steps,
+                model, [images], views, group, cfg, steps=cfg.seg_unet_steps, lr=cfg.seg_lr,
                 example_rows=example_rows, desc="U-Net",
             )  # fmt: skip
             _collect(out, UNET, UNET_HEAD, table, per_image, examples)
@@ -280,8 +292,10 @@ def run_segmentation(
     )
 
 
-def _head(head: str, dim: int, k: int, cfg: Config) -> torch.nn.Module:
-    return build_head(head, dim, k, channels=cfg.seg_channels, linear_layers=cfg.seg_linear_layers)
+def _head(head: str, dim: int, k: int, cfg: Config, n_maps: int) -> torch.nn.Module:
+    """A fresh head; ``n_maps``: the number of blocks it reads (the linear head concatenates
+    them; :func:`head_layers` clamps ``seg_linear_layers`` to the encoder's depth)."""
+    return build_head(head, dim, k, channels=cfg.seg_channels, linear_layers=n_maps)
 
 
 def example_dice(run: SegRun, views: SegViews) -> dict[tuple[str, str], float]:

@@ -30,15 +30,27 @@ def dice_per_image(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return d
 
 
-def dice_summary(dice: np.ndarray) -> dict[str, float]:
+def dice_summary(dice: np.ndarray, present: np.ndarray | None = None) -> dict[str, float]:
     """Table 6's "mean (std)": the per-image Dice averaged over the task's classes
-    (``[N, K] -> [N]``), then mean and standard deviation over images."""
+    (``[N, K] -> [N]``), then mean and standard deviation over images.
+
+    With ``present`` (``[N]`` bool, the images whose truth contains the structure) also
+    ``mean_present`` / ``n_present``: the mean over those images only, which an all-empty
+    prediction cannot inflate (NaN when there are none).
+    """
     per_image = np.asarray(dice, dtype=np.float64).mean(axis=1)
-    return {
+    out: dict[str, float] = {
         "mean": float(per_image.mean()),
         "std": float(per_image.std(ddof=0)),
         "n": int(len(per_image)),
     }
+    if present is not None:
+        present = np.asarray(present, dtype=bool)
+        if present.shape != per_image.shape:
+            raise ValueError(f"present must be [N] = {per_image.shape}, got {present.shape}")
+        out["mean_present"] = float(per_image[present].mean()) if present.any() else float("nan")
+        out["n_present"] = int(present.sum())
+    return out
 
 
 def paired_dice_difference(

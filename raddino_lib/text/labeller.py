@@ -25,9 +25,12 @@ How it works (CheXpert-labeller style, no parser, no network):
    negative. ``no_finding`` is 1.0 when no other finding is positive or uncertain, else 0.0.
 
 :data:`CHEXBERT_14` lists the 14 CheXbert classes and :data:`FINDING_TO_CHEXBERT` maps our
-finding names onto them; :func:`to_chexbert` uses that mapping to score generated reports
-with a Macro-F1 over the CheXbert classes (the paper's Macro-F1-14, Table 5) when the
-real CheXbert weights are not available.
+finding names onto them; :func:`to_chexbert` uses that mapping. :func:`label_chexbert` labels
+any report text (generated or real) with all 14 classes: the mapped findings plus the classes
+that have no finding of ours (Edema, Consolidation, Atelectasis, and mediastinal widening for
+Enlarged Cardiomediastinum, :data:`CHEXBERT_ONLY_PATTERNS`), found by the same clause, cue and
+aggregation rules. It scores generated reports with a Macro-F1 over the CheXbert classes (the
+paper's Macro-F1-14, Table 5) when the real CheXbert weights are not available.
 """
 
 from __future__ import annotations
@@ -350,14 +353,20 @@ def _clauses(text: str) -> list[str]:
     return out
 
 
-def _label_clause(clause: str) -> list[tuple[str, float]]:
-    """(finding, value) for each mention in one clause."""
+def _label_clause(
+    clause: str,
+    mention_re: Mapping[str, re.Pattern[str]] | None = None,
+    negative_re: Mapping[str, re.Pattern[str]] | None = None,
+) -> list[tuple[str, float]]:
+    """(finding, value) for each mention in one clause (default patterns: our findings)."""
+    mention_re = _MENTION_RE if mention_re is None else mention_re
+    negative_re = _NEGATIVE_RE if negative_re is None else negative_re
     clause = _PSEUDO_RE.sub(lambda m: " " * len(m.group(0)), clause)
     spans: list[tuple[int, int, str, str]] = []
     # Negative phrases first, so they win ties with positive mentions of equal length.
-    for finding, rx in _NEGATIVE_RE.items():
+    for finding, rx in negative_re.items():
         spans.extend((m.start(), m.end(), finding, "negphrase") for m in rx.finditer(clause))
-    for finding, rx in _MENTION_RE.items():
+    for finding, rx in mention_re.items():
         spans.extend((m.start(), m.end(), finding, "mention") for m in rx.finditer(clause))
     mentions = _non_overlapping(spans)
 
@@ -422,3 +431,60 @@ def to_chexbert(labels: Mapping[str, float]) -> dict[str, float]:
             continue
         out[cls] = _combine(out[cls], float(value))
     return out
+
+
+CHEXBERT_ONLY_PATTERNS: dict[str, tuple[str, ...]] = {
+    "Edema": (
+        r"\b(?:pulmonary |interstitial |alveolar )?edema\b",
+        r"\b(?:pulmonary )?(?:vascular|venous) congestion\b",
+        r"\bpulmonary congestion\b",
+        r"\bfluid overload\b",
+        r"\b(?:congestive )?heart failure\b",
+        r"\bchf\b",
+    ),
+    "Consolidation": (r"\bconsolidat(?:ion|ions|ive|ed)\b",),
+    "Atelectasis": (
+        r"\batelecta(?:sis|ses|tic)\b",
+        r"\b(?:lobar |segmental |subsegmental )?collapse\b",
+    ),
+    "Enlarged Cardiomediastinum": (
+        r"\b(?:widened|widening of the|enlarged) (?:superior )?mediastinum\b",
+        r"\bmediastinal (?:widening|enlargement)\b",
+        r"\b(?:superior )?mediastinum (?:is|appears|remains) (?:widened|enlarged)\b",
+    ),
+}
+"""Mentions of the CheXbert classes that no finding of ours covers (or covers only in part:
+consolidation also counts as ``lung_opacity``, mediastinal widening adds to the aortic
+enlargement that :data:`FINDING_TO_CHEXBERT` maps onto Enlarged Cardiomediastinum)."""
+
+_CHEXBERT_ONLY_RE: dict[str, re.Pattern[str]] = {
+    c: _compile(p) for c, p in CHEXBERT_ONLY_PATTERNS.items()
+}
+
+
+def label_chexbert(text: str) -> dict[str, float]:
+    """Label one report with the 14 :data:`CHEXBERT_14` classes: 1.0 / 0.0 / -1.0 / nan.
+
+    The findings of :func:`label_report` mapped by :func:`to_chexbert`, plus the mentions of
+    :data:`CHEXBERT_ONLY_PATTERNS` under the same negation and uncertainty rules; classes
+    aggregate as positive > uncertain > negative. ``No Finding`` is 1.0 when nothing (ours or
+    CheXbert-only) is positive or uncertain, else 0.0. Works on any report text.
+    """
+    ours = label_report(text)
+    out = to_chexbert(ours)
+    for clause in _clauses(text or ""):
+        for cls, value in _label_clause(clause, _CHEXBERT_ONLY_RE, {}):
+            out[cls] = _combine(out[cls], value)
+    abnormal = ours["no_finding"] == 0.0 or any(
+        out[c] in (1.0, -1.0) for c in CHEXBERT_ONLY_PATTERNS
+    )
+    out["No Finding"] = 0.0 if abnormal else 1.0
+    return out
+
+
+def label_reports_chexbert(texts: Iterable[str]) -> pd.DataFrame:
+    """:func:`label_chexbert` of many reports: one row per report, the 14 classes as columns
+    (:data:`CHEXBERT_14` order). A :class:`pandas.Series` keeps its index."""
+    index = texts.index if isinstance(texts, pd.Series) else None
+    rows = [label_chexbert("" if t is None or t != t else str(t)) for t in texts]
+    return pd.DataFrame(rows, columns=list(CHEXBERT_14), index=index, dtype=float)

@@ -1,0 +1,78 @@
+"""Bootstrap medians and 95% intervals over test reports (the paper's Table 5: "median and 95%
+confidence intervals from 500 bootstrap samples").
+
+A statistic is any function of a row-index array (``[n]`` ints, with repeats) that returns a
+float: a mean of per-report scores, or a corpus statistic such as BLEU-4 or Macro-F1
+recomputed on the resampled reports. The resamples depend only on ``(n, samples, seed)``, so
+two encoders scored on the same test reports with the same seed see the same resamples and
+their differences are paired (:func:`bootstrap_difference`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+__all__ = ["Interval", "bootstrap", "bootstrap_difference", "bootstrap_indices"]
+
+Statistic = Callable[[np.ndarray], float]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """``point``: the statistic on all rows; ``median``, ``lo``, ``hi``: the median and the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles over the resamples."""
+
+    point: float
+    median: float
+    lo: float
+    hi: float
+    samples: int
+    level: float = 0.95
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def bootstrap_indices(n: int, samples: int = 500, seed: int = 0) -> np.ndarray:
+    """``[samples, n]`` row indices drawn with replacement (deterministic by ``seed``)."""
+    if n < 1 or samples < 1:
+        raise ValueError(f"need n >= 1 rows and samples >= 1, got n={n}, samples={samples}")
+    return np.random.default_rng(seed).integers(0, n, size=(samples, n))
+
+
+def _interval(point: float, values: np.ndarray, level: float) -> Interval:
+    v = values[np.isfinite(values)]
+    if len(v) == 0:
+        nan = float("nan")
+        return Interval(point, nan, nan, nan, len(values), level)
+    a = (1 - level) / 2
+    lo, med, hi = np.quantile(v, [a, 0.5, 1 - a])
+    return Interval(float(point), float(med), float(lo), float(hi), len(values), level)
+
+
+def bootstrap(
+    stat: Statistic, n: int, *, samples: int = 500, seed: int = 0, level: float = 0.95
+) -> Interval:
+    """``stat`` on all ``n`` rows and on ``samples`` resamples -> :class:`Interval`."""
+    idx = bootstrap_indices(n, samples, seed)
+    values = np.array([stat(i) for i in idx], dtype=float)
+    return _interval(stat(np.arange(n)), values, level)
+
+
+def bootstrap_difference(
+    stat_a: Statistic,
+    stat_b: Statistic,
+    n: int,
+    *,
+    samples: int = 500,
+    seed: int = 0,
+    level: float = 0.95,
+) -> Interval:
+    """``stat_a - stat_b`` on the same resamples (paired): the interval of the difference."""
+    idx = bootstrap_indices(n, samples, seed)
+    values = np.array([stat_a(i) - stat_b(i) for i in idx], dtype=float)
+    all_rows = np.arange(n)
+    return _interval(stat_a(all_rows) - stat_b(all_rows), values, level)

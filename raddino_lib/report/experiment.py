@@ -1,0 +1,314 @@
+"""Table 5 of the paper, run: report generation from each frozen encoder's patch tokens.
+
+:func:`run_report_generation` takes the encoders, finds the frontal images with a findings
+section (:func:`~raddino_lib.report.data.report_records`), builds one tokenizer for all
+encoders (a BPE trained on the training reports for a small decoder; the LM folder's own
+otherwise), and for each encoder: computes its last-layer patch tokens once (embedding cache),
+trains projector + LM on the training split (or loads them from the cache), decodes the test
+reports greedily and scores them (:mod:`~raddino_lib.report.metrics`) with medians and 95%
+intervals over ``cfg.rg_bootstrap`` resamples of the test reports, the same resamples for
+every encoder so that differences between encoders are paired.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from raddino_lib.config import Config
+from raddino_lib.report.bootstrap import Interval, bootstrap_difference
+from raddino_lib.report.data import encode_reports, patch_tokens, report_records, select_rows
+from raddino_lib.report.generate import generate_reports
+from raddino_lib.report.metrics import (
+    METRICS,
+    ReportScores,
+    chexbert_positive,
+    radgraph_status,
+    score_reports,
+)
+from raddino_lib.report.model import SMALL_LMS, Projector, ReportGenerator, build_small_lm, load_lm
+from raddino_lib.report.tokenizer import (
+    get_template,
+    load_lm_tokenizer,
+    prompt_ids,
+    train_report_tokenizer,
+)
+from raddino_lib.report.train import cached_generator, fit_generator, generator_dir, train_fields
+from raddino_lib.text.labeller import CHEXBERT_14
+
+__all__ = [
+    "ReportRun",
+    "example_indices",
+    "finding_marks",
+    "make_tokenizer",
+    "run_report_generation",
+    "training_steps",
+]
+
+
+@dataclass
+class ReportRun:
+    """Results of :func:`run_report_generation`.
+
+    Attributes:
+        table: one row per encoder: ``encoder``, ``image_size``, ``patch_size``, ``tokens``,
+            ``embed_dim``, then ``<metric>`` (median), ``<metric>_lo``, ``<metric>_hi``,
+            ``<metric>_point`` for each of :data:`~raddino_lib.report.metrics.METRICS`
+            (percent; None for RG_ER when unavailable).
+        generated: ``{encoder: [N_test] generated findings}``.
+        references: the ``[N_test]`` reference findings sections.
+        test_ids: ``image_id`` of the test rows.
+        scores: ``{encoder: ReportScores}`` (per-report ingredients, for paired differences).
+        info: setup facts (rows, tokenizer, LM, classes averaged, RG_ER status, training).
+    """
+
+    table: pd.DataFrame
+    generated: dict[str, list[str]]
+    references: list[str]
+    test_ids: list[str]
+    scores: dict[str, ReportScores] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def intervals(self, encoder: str) -> dict[str, dict[str, float] | None]:
+        """``{metric: {point, median, lo, hi, samples, level} | None}`` of one encoder."""
+        row = self.table.set_index("encoder").loc[encoder]
+        out: dict[str, dict[str, float] | None] = {}
+        for m in METRICS:
+            if row[m] is None or (isinstance(row[m], float) and math.isnan(row[m])):
+                out[m] = None
+            else:
+                out[m] = {"median": row[m], "lo": row[f"{m}_lo"], "hi": row[f"{m}_hi"],
+                          "point": row[f"{m}_point"]}  # fmt: skip
+        return out
+
+    def difference(self, a: str, b: str, metric: str, *, seed: int = 0, samples: int = 500):
+        """Paired bootstrap interval of ``metric(a) - metric(b)`` on the same test reports
+        (None when the metric is unavailable)."""
+        sa, sb = self.scores[a].statistic(metric), self.scores[b].statistic(metric)
+        if sa is None or sb is None:
+            return None
+        return bootstrap_difference(sa, sb, len(self.references), samples=samples, seed=seed)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for ``results/<preset>/07_report_generation.json``."""
+        enc = {}
+        for name in self.table["encoder"]:
+            row = self.table.set_index("encoder").loc[name]
+            enc[name] = {
+                "image_size": int(row["image_size"]), "patch_size": int(row["patch_size"]),
+                "tokens": int(row["tokens"]), "embed_dim": int(row["embed_dim"]),
+                "metrics": self.intervals(name),
+                "per_class_f1": self.scores[name].per_class() if name in self.scores else {},
+            }  # fmt: skip
+        return {"encoders": enc, "table": self.table.to_dict(orient="records"), **self.info}
+
+
+def make_tokenizer(cfg: Config, train_texts: list[str]) -> Any:
+    """The BPE of the training reports (small decoders) or the LM folder's tokenizer."""
+    if cfg.rg_lm in SMALL_LMS:
+        return train_report_tokenizer(train_texts, cfg.rg_vocab_size, cfg.rg_template)
+    return load_lm_tokenizer(cfg.rg_lm)
+
+
+def _tokenizer_id(tok: Any) -> str:
+    backend = getattr(tok, "backend_tokenizer", None)
+    blob = backend.to_str() if backend is not None else str(getattr(tok, "name_or_path", ""))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def training_steps(cfg: Config, n_train: int) -> int:
+    """``cfg.rg_steps``, raised to ``cfg.rg_epochs`` epochs over ``n_train`` reports."""
+    steps = cfg.rg_steps
+    if cfg.rg_epochs > 0:
+        steps = max(steps, -(-cfg.rg_epochs * n_train // cfg.rg_batch_size))
+    if steps <= 0:
+        raise ValueError("rg_steps and rg_epochs are both 0: the report generator has no steps")
+    return steps
+
+
+def example_indices(true: np.ndarray, k: int) -> list[int]:
+    """``k`` test rows to show: the first ``k - 1`` with an abnormal CheXbert class (most
+    classes first) and the first normal one."""
+    nf = CHEXBERT_14.index("No Finding")
+    abnormal = np.delete(true, nf, axis=1).sum(1)
+    order = [int(i) for i in np.argsort(-abnormal, kind="stable") if abnormal[i] > 0]
+    normal = [int(i) for i in np.flatnonzero(abnormal == 0)]
+    picked = order[: max(k - 1, 0)] + normal[:1]
+    rest = [i for i in range(len(true)) if i not in picked]
+    return sorted((picked + rest)[:k])
+
+
+def finding_marks(ref_pos: np.ndarray, gen_pos: np.ndarray) -> str:
+    """The labeller's positives of a generated report against its reference: ``✓ class``
+    (both), ``+ class`` (generated only), ``− class`` (missed); "" when neither has any."""
+    marks = []
+    for c, r, g in zip(CHEXBERT_14, ref_pos, gen_pos, strict=True):
+        if r and g:
+            marks.append(f"✓ {c}")
+        elif g:
+            marks.append(f"+ {c}")
+        elif r:
+            marks.append(f"− {c}")
+    return ", ".join(marks)
+
+
+def _device(cfg: Config) -> tuple[torch.device, str]:
+    from raddino_lib.ssl.train import resolve_device, resolve_precision
+
+    dev = resolve_device(cfg.device)
+    return dev, resolve_precision(cfg.precision, dev)
+
+
+def run_report_generation(
+    cfg: Config,
+    encoders: Mapping[str, Any],
+    *,
+    root: str | Path | None = None,
+    records: pd.DataFrame | None = None,
+) -> ReportRun:
+    """Train, decode and score a report generator on each encoder's frozen patch tokens.
+
+    Args:
+        encoders: ``{name: Encoder}`` in table order.
+        root: dataset folder (default: :func:`~raddino_lib.data.datasets.dataset_dir`).
+        records: its records (default: ``root/records.csv``).
+
+    Raises:
+        ValueError: no training or test reports, or an unknown template.
+    """
+    from raddino_lib.data.datasets import dataset_dir
+    from raddino_lib.data.records import load_records
+    from raddino_lib.eval.cache import dataset_key
+
+    root = Path(root) if root is not None else dataset_dir(cfg)
+    rec = report_records(records if records is not None else load_records(root))
+    train = select_rows(rec, "train", cfg.rg_max_train, cfg.seed)
+    test = select_rows(rec, "test", cfg.rg_max_test, cfg.seed)
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(
+            f"report generation needs frontal images with a findings section in the train and "
+            f"test splits; found {len(train)} and {len(test)}"
+        )
+    template = get_template(cfg.rg_template)
+    tok = make_tokenizer(cfg, train["findings"].tolist())
+    prompt = prompt_ids(tok, template)
+    seqs = encode_reports(tok, train["findings"].tolist(), template, cfg.rg_max_report_tokens)
+    refs = test["findings"].tolist()
+    true = chexbert_positive(refs)
+    classes = [int(i) for i in np.flatnonzero(true.any(0))]
+    rg_ok, rg_why = radgraph_status()
+    dev, prec = _device(cfg)
+    steps = training_steps(cfg, len(train))
+    rows = pd.concat([train, test])
+    rows_key = dataset_key(root, train)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    lm_dtype = torch.bfloat16 if prec == "bf16" and dev.type == "cuda" else None
+
+    table, generated, scores, training = [], {}, {}, {}
+    for name, enc in tqdm(encoders.items(), desc="report generation", disable=not cfg.progress):
+        t0 = time.perf_counter()
+        desc = enc.describe()
+        feats = patch_tokens(enc, root, rows, cfg)  # [N_train + N_test, T, D] float16
+        f_train, f_test = feats[: len(train)], feats[len(train) :]
+        n_tok, d_vis = int(feats.shape[1]), int(feats.shape[2])
+        prefix = len(prompt) - 1 + n_tok
+        max_pos = prefix + cfg.rg_max_report_tokens + 1
+        key = {
+            "train": train_fields(cfg), "precision": prec, "encoder": enc.identity(),
+            "rows": rows_key, "n_train": len(train), "tokenizer": _tokenizer_id(tok),
+            "tokens": n_tok, "d_vision": d_vis, "steps": steps, "max_positions": max_pos,
+        }  # fmt: skip
+
+        def build(d_vis: int = d_vis, max_pos: int = max_pos) -> ReportGenerator:
+            torch.manual_seed(cfg.seed)
+            if cfg.rg_lm in SMALL_LMS:
+                lm = build_small_lm(
+                    cfg.rg_lm, len(tok), width=cfg.rg_width, depth=cfg.rg_depth,
+                    heads=cfg.rg_heads, max_positions=max_pos, dropout=cfg.rg_dropout,
+                    bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, pad_id=pad_id,
+                )  # fmt: skip
+            else:
+                lm = load_lm(cfg.rg_lm, dtype=lm_dtype)
+            d_lm = int(lm.get_input_embeddings().embedding_dim)
+            return ReportGenerator(Projector(d_vis, d_lm), lm)
+
+        def fit(model: ReportGenerator, resume: Path, f_train: torch.Tensor = f_train,
+                name: str = name, key: dict = key):  # fmt: skip
+            return fit_generator(
+                model, f_train, seqs, pad_id=pad_id, steps=steps, batch_size=cfg.rg_batch_size,
+                lr=cfg.rg_lr, warmup_ratio=cfg.rg_warmup, weight_decay=cfg.rg_weight_decay,
+                micro_batch=cfg.rg_micro_batch, seed=cfg.seed, device=dev, precision=prec,
+                grad_ckpt=cfg.rg_grad_ckpt, resume_path=resume, resume_key=key,
+                checkpoint_every=cfg.rg_checkpoint_every, progress=cfg.progress, desc=name,
+            )  # fmt: skip
+
+        folder = generator_dir(cfg.preset, name, key)
+        model, info = cached_generator(folder, key, build, fit, dtype=lm_dtype)
+        max_new = cfg.rg_max_new_tokens
+        if cfg.rg_lm == "gpt2":  # learned positions: never decode past the table
+            max_new = min(max_new, max_pos - prefix)
+        gen = generate_reports(
+            model, f_test, tok, prompt, max_new_tokens=max_new,
+            batch_size=cfg.rg_gen_batch_size, device=dev, progress=cfg.progress,
+            desc=f"generate {name}",
+        )  # fmt: skip
+        model.to("cpu")
+        sc = score_reports(gen, refs, true=true, classes=classes, rg_er=rg_ok)
+        iv: dict[str, Interval | None] = sc.intervals(samples=cfg.rg_bootstrap, seed=cfg.seed)
+        row: dict[str, Any] = {
+            "encoder": name, "image_size": desc["image_size"], "patch_size": desc["patch_size"],
+            "tokens": n_tok, "embed_dim": d_vis,
+        }  # fmt: skip
+        for m, v in iv.items():
+            row[m] = v.median if v is not None else None
+            row[f"{m}_lo"] = v.lo if v is not None else None
+            row[f"{m}_hi"] = v.hi if v is not None else None
+            row[f"{m}_point"] = v.point if v is not None else None
+        table.append(row)
+        generated[name], scores[name] = gen, sc
+        fit_info = info.get("fit", {})
+        training[name] = {
+            "cached": info.get("cached", False), "steps": fit_info.get("steps"),
+            "train_seconds": fit_info.get("seconds"), "tokens_per_s": fit_info.get("tokens_per_s"),
+            "losses": fit_info.get("losses", []), "folder": str(folder),
+            "lm_params_m": round(sum(p.numel() for p in model.lm.parameters()) / 1e6, 3),
+            "projector_params_m": round(
+                sum(p.numel() for p in model.projector.parameters()) / 1e6, 3),
+            "seconds": round(time.perf_counter() - t0, 2), "max_new_tokens": max_new,
+            "mean_generated_words": float(np.mean([len(g.split()) for g in gen])),
+        }  # fmt: skip
+        del model, feats
+    info = {
+        "setup": {
+            "n_train": len(train), "n_test": len(test), "template": template.name,
+            "prompt_tokens": len(prompt) - 1, "lm": cfg.rg_lm, "vocab": len(tok),
+            "steps": steps, "batch_size": cfg.rg_batch_size, "device": str(dev),
+            "precision": prec, "bootstrap": cfg.rg_bootstrap, "seed": cfg.seed,
+            "mean_reference_words": float(np.mean([len(r.split()) for r in refs])),
+        },
+        "macro_f1_classes": [CHEXBERT_14[i] for i in classes],
+        "reference_positives": dict(zip(CHEXBERT_14, true.sum(0).tolist(), strict=True)),
+        "rg_er": {"available": rg_ok, "why": rg_why},
+        "training": training,
+        "scale": "percent",
+        "bleu": "sacrebleu corpus BLEU-4, 13a tokenisation, lower-cased, exp smoothing",
+        "rouge": "rouge-score rougeL F-measure per report (lower case, no stemming), mean",
+    }  # fmt: skip
+    return ReportRun(
+        table=pd.DataFrame(table),
+        generated=generated,
+        references=refs,
+        test_ids=test["image_id"].astype(str).tolist() if "image_id" in test else [],
+        scores=scores,
+        info=info,
+    )

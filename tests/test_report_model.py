@@ -1,0 +1,262 @@
+"""Report generator: prompt and labels, image-token splicing, loss masking, training, decoding,
+the checkpoint cache and resuming."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from raddino_lib.config import make_config
+from raddino_lib.report.data import collate, encode_reports, findings_section, report_records
+from raddino_lib.report.generate import generate_reports
+from raddino_lib.report.model import (
+    IGNORE_INDEX,
+    Projector,
+    ReportGenerator,
+    build_small_lm,
+    load_lm,
+    splice_image_tokens,
+)
+from raddino_lib.report.tokenizer import (
+    IMAGE_TOKEN_INDEX,
+    prompt_ids,
+    report_ids,
+    train_report_tokenizer,
+)
+from raddino_lib.report.train import (
+    batch_indices,
+    cached_generator,
+    fit_generator,
+    lr_at,
+    train_fields,
+)
+
+torch.set_num_threads(1)
+
+REPORTS = [
+    "The lungs are clear. No pleural effusion.",
+    "Small left apical pneumothorax. Right chest tube in place.",
+    "Moderate cardiomegaly. Bilateral pleural effusions.",
+    "Endotracheal tube in standard position. Left basilar consolidation.",
+]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return train_report_tokenizer(REPORTS, 200)
+
+
+def _tiny(tok, d_vision: int = 16, width: int = 64, depth: int = 2) -> ReportGenerator:
+    torch.manual_seed(0)
+    lm = build_small_lm("gpt2", len(tok), width=width, depth=depth, heads=2, max_positions=96,
+                        dropout=0.0)  # fmt: skip
+    return ReportGenerator(Projector(d_vision, width), lm)
+
+
+# ----------------------------------------------------------------------------- data
+def test_findings_section_and_report_records() -> None:
+    rep = "FINDINGS: Small  left effusion.\nThe heart is enlarged.\nIMPRESSION: Effusion."
+    assert findings_section(rep) == "Small left effusion. The heart is enlarged."
+    assert findings_section("Findings: no acute process. Impression: normal.") == (
+        "no acute process."
+    )
+    assert findings_section("IMPRESSION: only an impression.") == ""
+    # no header at all: already a findings section (the MIMIC-CXR adapter's report column)
+    assert findings_section("Lungs are clear.  No effusion.") == "Lungs are clear. No effusion."
+    assert findings_section(None) == ""
+    df = pd.DataFrame({
+        "view": ["PA", "LATERAL", "AP", "AP"], "split": ["train"] * 4,
+        "report": [rep, rep, "IMPRESSION: x.", "FINDINGS: Clear lungs."],
+    })  # fmt: skip
+    out = report_records(df)
+    assert list(out.index) == [0, 3]  # lateral and no-findings rows dropped
+    assert out["findings"].tolist() == ["Small left effusion. The heart is enlarged.",
+                                        "Clear lungs."]  # fmt: skip
+    with pytest.raises(KeyError, match="report"):
+        report_records(df.drop(columns="report"))
+
+
+def test_prompt_and_labels_mask_everything_but_the_report(tok) -> None:
+    prompt = prompt_ids(tok, "plain")
+    assert prompt[0] == tok.bos_token_id == 2
+    assert prompt.count(IMAGE_TOKEN_INDEX) == 1 and prompt[1] == IMAGE_TOKEN_INDEX
+    ids, labels = encode_reports(tok, [REPORTS[0]], "plain", 64)[0]
+    rep = report_ids(tok, REPORTS[0], "plain", 64)
+    assert rep[-1] == tok.eos_token_id == 3
+    assert ids == prompt + rep and len(labels) == len(ids)
+    assert labels == [IGNORE_INDEX] * len(prompt) + rep
+    assert tok.decode(rep[:-1], skip_special_tokens=True) == REPORTS[0].lower()
+    # truncation keeps EOS
+    assert report_ids(tok, REPORTS[0], "plain", 3) == rep[:3] + [tok.eos_token_id]
+    batch = collate(encode_reports(tok, REPORTS[:2], "plain", 64), pad_id=0)
+    n0 = len(encode_reports(tok, REPORTS[:1], "plain", 64)[0][0])
+    assert batch["attention_mask"][0].sum() == n0
+    assert (batch["labels"][0, n0:] == IGNORE_INDEX).all()
+
+
+# ------------------------------------------------------------------------- splicing
+def test_splice_puts_image_tokens_at_the_placeholder() -> None:
+    emb = torch.nn.Embedding(10, 4)
+    ids = torch.tensor([[2, 5, IMAGE_TOKEN_INDEX, 6, 7, 0], [2, IMAGE_TOKEN_INDEX, 8, 9, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0]])
+    labels = torch.tensor([[-100, -100, -100, 6, 7, -100], [-100, -100, 8, 9, -100, -100]])
+    img = torch.arange(2 * 3 * 4, dtype=torch.float).reshape(2, 3, 4) + 100
+    s = splice_image_tokens(ids, img, emb, mask, labels)
+    assert s.inputs_embeds.shape == (2, 6 - 1 + 3, 4)
+    assert s.image_start.tolist() == [2, 1]
+    with torch.no_grad():
+        torch.testing.assert_close(s.inputs_embeds[0, 2:5], img[0])
+        torch.testing.assert_close(s.inputs_embeds[1, 1:4], img[1])
+        torch.testing.assert_close(s.inputs_embeds[0, :2], emb(torch.tensor([2, 5])))
+        torch.testing.assert_close(s.inputs_embeds[0, 5:7], emb(torch.tensor([6, 7])))
+        torch.testing.assert_close(s.inputs_embeds[1, 4:6], emb(torch.tensor([8, 9])))
+    assert s.labels.tolist() == [
+        [-100, -100, -100, -100, -100, 6, 7, -100],
+        [-100, -100, -100, -100, 8, 9, -100, -100],
+    ]
+    assert s.attention_mask.tolist() == [[1, 1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 0, 0]]
+
+
+def test_splice_rejects_rows_without_exactly_one_placeholder() -> None:
+    emb = torch.nn.Embedding(10, 4)
+    img = torch.zeros(2, 3, 4)
+    with pytest.raises(ValueError, match=r"rows \[1\] have \[0\]"):
+        splice_image_tokens(torch.tensor([[IMAGE_TOKEN_INDEX, 1], [1, 2]]), img, emb)
+    two = torch.tensor([[IMAGE_TOKEN_INDEX, IMAGE_TOKEN_INDEX], [IMAGE_TOKEN_INDEX, 1]])
+    with pytest.raises(ValueError, match=r"rows \[0\] have \[2\]"):
+        splice_image_tokens(two, img, emb)
+
+
+def test_loss_is_cross_entropy_over_report_tokens_only(tok) -> None:
+    model = _tiny(tok).eval()
+    batch = collate(encode_reports(tok, REPORTS[:2], "plain", 64), pad_id=0)
+    feats = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        out = model(feats, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        s = model.splice(feats, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        logits = model.lm(inputs_embeds=s.inputs_embeds, attention_mask=s.attention_mask).logits
+    target = s.labels[:, 1:]
+    keep = target != IGNORE_INDEX
+    n_report = sum(len(report_ids(tok, r, "plain", 64)) for r in REPORTS[:2])
+    assert int(keep.sum()) == n_report  # prompt, image tokens and padding carry no loss
+    want = F.cross_entropy(logits[:, :-1][keep], target[keep])
+    assert float(out.loss) == pytest.approx(float(want), rel=1e-5)
+
+
+# --------------------------------------------------------------------------- training
+def test_batch_indices_cover_each_row_once_per_epoch() -> None:
+    rows = np.concatenate([batch_indices(10, 4, s, seed=3) for s in range(5)])  # 2 epochs
+    assert sorted(rows[:10].tolist()) == list(range(10))
+    assert sorted(rows[10:].tolist()) == list(range(10))
+    assert np.array_equal(batch_indices(10, 4, 2, seed=3), batch_indices(10, 4, 2, seed=3))
+    assert not np.array_equal(rows[:10], rows[10:])
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
+    assert lr_at(0, 100, 1.0, 0.03) == pytest.approx(1 / 3)
+    assert lr_at(2, 100, 1.0, 0.03) == pytest.approx(1.0)
+    assert lr_at(99, 100, 1.0, 0.03) == pytest.approx(0.5 * (1 + math.cos(math.pi * 96 / 97)))
+    assert lr_at(50, 100, 1.0, 0.0) == pytest.approx(0.5)
+
+
+def test_tiny_model_overfits_four_reports(tok) -> None:
+    """Greedy decoding reproduces 4 training reports from their (distinct) image tokens."""
+    model = _tiny(tok)
+    feats = torch.randn(4, 4, 16, generator=torch.Generator().manual_seed(0))
+    seqs = encode_reports(tok, REPORTS, "plain", 64)
+    res = fit_generator(model, feats, seqs, pad_id=0, steps=150, batch_size=4, lr=3e-3,
+                        warmup_ratio=0.0, seed=0)  # fmt: skip
+    assert res.losses[-1] < 0.05 < res.losses[0]
+    out = generate_reports(model, feats, tok, prompt_ids(tok, "plain"), max_new_tokens=40)
+    assert out == [r.lower() for r in REPORTS]
+
+
+def test_resumed_training_ends_with_the_same_weights(tok, tmp_path) -> None:
+    feats = torch.randn(4, 3, 16, generator=torch.Generator().manual_seed(1))
+    seqs = encode_reports(tok, REPORTS, "plain", 64)
+    kw = {"pad_id": 0, "steps": 6, "batch_size": 3, "lr": 1e-3, "seed": 0}
+    straight = _tiny(tok, width=32, depth=1)
+    straight.lm.config.resid_pdrop = 0.1  # dropout on: the per-step reseed must make it match
+    path = tmp_path / "resume.pt"
+    fit_generator(straight, feats, seqs, resume_path=path, resume_key={"k": 1},
+                  checkpoint_every=4, **kw)  # fmt: skip
+    assert path.is_file()  # written at step 4 of 6
+    resumed = _tiny(tok, width=32, depth=1)
+    res = fit_generator(resumed, feats, seqs, resume_path=path, resume_key={"k": 1},
+                        checkpoint_every=4, **kw)  # fmt: skip
+    assert res.resumed_from == 4 and len(res.losses) == 6
+    for (n, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items(),
+                              strict=True):  # fmt: skip
+        assert torch.equal(a, b), n
+    other = fit_generator(_tiny(tok, width=32, depth=1), feats, seqs, resume_path=path,
+                          resume_key={"k": 2}, checkpoint_every=4, **kw)  # fmt: skip
+    assert other.resumed_from == 0  # another key starts over
+
+
+def test_cached_generator_saves_loads_and_checks_its_key(tok, tmp_path) -> None:
+    feats = torch.randn(4, 3, 16, generator=torch.Generator().manual_seed(2))
+    seqs = encode_reports(tok, REPORTS, "plain", 64)
+    calls = []
+
+    def train(model, resume):
+        calls.append(resume)
+        return fit_generator(model, feats, seqs, pad_id=0, steps=3, batch_size=4, lr=1e-3)
+
+    folder = tmp_path / "gen"
+    m1, info1 = cached_generator(folder, {"a": 1}, lambda: _tiny(tok), train)
+    assert not info1["cached"] and info1["fit"]["steps"] == 3 and len(calls) == 1
+    assert (folder / "lm" / "config.json").is_file() and (
+        folder / "projector.safetensors"
+    ).is_file()
+    assert not list(tmp_path.glob(".gen.*"))  # no temporary folder left behind
+    m2, info2 = cached_generator(folder, {"a": 1}, lambda: _tiny(tok), train)
+    assert info2["cached"] and len(calls) == 1
+    prompt = prompt_ids(tok, "plain")
+    assert generate_reports(m1, feats, tok, prompt, max_new_tokens=8) == generate_reports(
+        m2, feats, tok, prompt, max_new_tokens=8
+    )
+    with pytest.warns(UserWarning, match="key differs"):
+        _, info3 = cached_generator(folder, {"a": 2}, lambda: _tiny(tok), train)
+    assert not info3["cached"] and len(calls) == 2
+
+
+def test_build_small_lm_kinds_and_load_errors(tmp_path) -> None:
+    llama = build_small_lm("llama", 50, width=32, depth=1, heads=2, max_positions=64)
+    assert type(llama).__name__ == "LlamaForCausalLM"
+    assert llama.get_input_embeddings().embedding_dim == 32
+    with pytest.raises(ValueError, match="multiple of rg_heads"):
+        build_small_lm("gpt2", 50, width=30, depth=1, heads=4, max_positions=64)
+    with pytest.raises(ValueError, match="small LM kind"):
+        build_small_lm("t5", 50, width=32, depth=1, heads=2, max_positions=64)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_lm(tmp_path / "vicuna")
+
+
+def test_rg_fields_do_not_change_pretraining_fingerprints() -> None:
+    from raddino_lib.ssl.train import _training_fields
+    from raddino_lib.textsup.train import clip_fields
+
+    cfg = make_config("smoke")
+    other = replace(cfg, rg_steps=99, rg_width=64, rg_lm="llama")
+    assert _training_fields(cfg) == _training_fields(other)
+    assert clip_fields(cfg) == clip_fields(other)
+    tf = train_fields(cfg)
+    assert "rg_steps" in tf and "rg_max_test" not in tf and "rg_bootstrap" not in tf
+    assert train_fields(replace(cfg, rg_max_test=3)) == tf
+    assert train_fields(replace(cfg, rg_lr=0.5)) != tf
+
+
+def test_control_encoder_pretrains_on_one_cohort() -> None:
+    from raddino_lib.eval import compare as cmp
+
+    cfg = make_config("smoke")
+    assert cmp.control_cohorts(cfg) == ("icu",)  # the phantom's MIMIC-CXR stand-in
+    assert cmp.control_cohorts(replace(cfg, data_dir="/data/multi")) == ("mimic_cxr",)
+    assert cmp.control_cohorts(replace(cfg, dataset="mimic", data_root="/x")) == ("mimic_cxr",)
+    assert cmp.CONTROL in cmp.OPT_IN_ROLES and cmp.CONTROL not in cmp.ENCODER_ROLES
