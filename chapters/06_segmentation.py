@@ -223,7 +223,8 @@ results["overlay_rows"] = shown
 # Each claim is a paired comparison on the same test images: the mean per-image Dice
 # difference with a 95% bootstrap interval over images. **held** when the interval is above
 # zero (for "approaches the U-Net": above minus three Dice points), **did not hold** when it is
-# below, **inconclusive** otherwise.
+# below, **inconclusive** otherwise, and **not measured** when neither model overlaps the
+# structure on any test image that has it (both leave it empty everywhere and tie).
 
 # %%
 pi = run.per_image
@@ -233,8 +234,10 @@ def claim(text: str, a: tuple[str, str], b: tuple[str, str], task: str, margin: 
     ka, kb = (*a, task), (*b, task)
     if ka not in pi or kb not in pi:
         return None
+    present = views.task_masks(task)[test_rows].any((1, 2, 3))
     return {"claim": text, "task": task,
-            **paired_dice_difference(pi[ka], pi[kb], margin=margin, seed=cfg.seed)}  # fmt: skip
+            **paired_dice_difference(pi[ka], pi[kb], margin=margin, seed=cfg.seed,
+                                     present=present)}  # fmt: skip
 
 
 cl = []
@@ -256,7 +259,10 @@ save_results("06_segmentation", cfg, results)
 def _count(name: str) -> str:
     sub = claims[claims["claim"] == name]
     held = (sub["verdict"] == "held").sum()
-    return f"{held} of {len(sub)} tasks" if len(sub) else "not measured"
+    unmeasured = sub.loc[sub["verdict"] == "not measured", "task"].tolist()
+    tail = f" (not measured on {', '.join(unmeasured)}: no model found it)" if unmeasured else ""
+    return (f"{held} of {len(sub) - len(unmeasured)} tasks{tail}" if len(sub)
+            else "not measured")  # fmt: skip
 
 
 def _dice(enc: str, head: str, task: str) -> float:

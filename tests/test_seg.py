@@ -12,7 +12,7 @@ import torch
 from raddino_lib.seg.data import augment, seg_records, split_by_subject
 from raddino_lib.seg.heads import build_head, head_layers, upsample_logits
 from raddino_lib.seg.loss import bce_dice_loss
-from raddino_lib.seg.metrics import dice_per_image, dice_summary
+from raddino_lib.seg.metrics import dice_per_image, dice_summary, paired_dice_difference
 from raddino_lib.seg.train import _targets_at, _val_loss, fit, group_loss, predict_masks
 from raddino_lib.seg.unet import UNet
 
@@ -53,6 +53,29 @@ def test_dice_summary_averages_classes_then_images() -> None:
     assert np.isnan(dice_summary(d, present=np.zeros(3, bool))["mean_present"])
     with pytest.raises(ValueError, match="present"):
         dice_summary(d, present=np.ones(2, bool))
+
+
+def test_paired_dice_difference_verdicts() -> None:
+    rng = np.random.default_rng(0)
+    b = rng.uniform(0.6, 0.8, 200)
+    up = paired_dice_difference(b + 0.05, b, seed=0)
+    assert up["diff"] == pytest.approx(0.05) and up["lo"] == pytest.approx(0.05)
+    assert up["verdict"] == "held"
+    assert paired_dice_difference(b - 0.05, b)["verdict"] == "did not hold"
+    # 2 points behind, but within a 3-point margin
+    assert paired_dice_difference(b - 0.02, b, margin=0.03)["verdict"] == "held"
+    noisy = paired_dice_difference(b + rng.normal(0, 0.1, 200), b, seed=0)
+    assert noisy["lo"] < 0 < noisy["hi"] and noisy["verdict"] == "inconclusive"
+    assert paired_dice_difference(b + rng.normal(0, 0.1, 200), b, seed=0)["n"] == 200
+    # two models that never find a structure tie at 1 on the images without it
+    a = np.array([1.0, 1.0, 0.0, 0.0])
+    present = np.array([False, False, True, True])
+    res = paired_dice_difference(a, a.copy(), margin=0.03, present=present)
+    assert res["verdict"] == "not measured"
+    found = paired_dice_difference(np.array([1.0, 1.0, 0.5, 0.0]), a, present=present)
+    assert found["verdict"] != "not measured"
+    with pytest.raises(ValueError, match="present"):
+        paired_dice_difference(a, a, present=present[:3])
 
 
 def test_dice_rejects_mismatched_shapes() -> None:

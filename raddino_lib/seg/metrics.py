@@ -54,7 +54,13 @@ def dice_summary(dice: np.ndarray, present: np.ndarray | None = None) -> dict[st
 
 
 def paired_dice_difference(
-    a: np.ndarray, b: np.ndarray, *, margin: float = 0.0, n_boot: int = 2000, seed: int = 0
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    margin: float = 0.0,
+    n_boot: int = 2000,
+    seed: int = 0,
+    present: np.ndarray | None = None,
 ) -> dict[str, float | str]:
     """Mean per-image Dice of ``a`` minus ``b`` over the same test images, with a 95%
     bootstrap interval (images resampled, both models on each resampled image).
@@ -62,7 +68,10 @@ def paired_dice_difference(
     ``verdict`` for the claim "``a`` is above ``b - margin``": ``"held"`` when the whole
     interval lies above ``-margin``, ``"did not hold"`` when it lies below, else
     ``"inconclusive"`` (``margin = 0``: "``a`` beats ``b``"; ``margin = 0.03``: "``a`` is within
-    three Dice points of ``b`` or better").
+    three Dice points of ``b`` or better"). With ``present`` (``[N]`` bool, the images that
+    contain the structure): ``"not measured"`` when neither model overlaps the structure on
+    any of them, since two models that never predict it tie on the empty images and say
+    nothing about the claim.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -73,5 +82,11 @@ def paired_dice_difference(
     boot = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
     lo, hi = np.percentile(boot, [2.5, 97.5])
     verdict = "held" if lo > -margin else ("did not hold" if hi < -margin else "inconclusive")
+    if present is not None:
+        present = np.asarray(present, dtype=bool)
+        if present.shape != a.shape:
+            raise ValueError(f"present must be [N] = {a.shape}, got {present.shape}")
+        if not present.any() or (a[present].max() == 0 and b[present].max() == 0):
+            verdict = "not measured"
     return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi), "n": int(len(d)),
             "margin": margin, "verdict": verdict}  # fmt: skip
