@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
+from raddino_lib.eval.bootstrap import bootstrap, bootstrap_difference, bootstrap_indices
 from raddino_lib.report import metrics as rm
-from raddino_lib.report.bootstrap import bootstrap, bootstrap_difference, bootstrap_indices
 from raddino_lib.report.metrics import (
     bleu4_from_stats,
     bleu_stats,

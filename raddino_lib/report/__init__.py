@@ -10,7 +10,7 @@ learn to write the report's findings section, with the loss on the report tokens
 * :mod:`~raddino_lib.report.train` -- training loop, cached checkpoints keyed by config;
 * :mod:`~raddino_lib.report.generate` -- greedy decoding;
 * :mod:`~raddino_lib.report.metrics` -- ROUGE-L, BLEU-4, Macro-F1-14, RG_ER (optional);
-* :mod:`~raddino_lib.report.bootstrap` -- medians and 95% intervals over test resamples;
+* :mod:`~raddino_lib.eval.bootstrap` -- medians and 95% intervals over test resamples;
 * :mod:`~raddino_lib.report.experiment` -- :func:`run_report_generation`, the chapter's run.
 """
 

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from raddino_lib.config import Config
-from raddino_lib.report.bootstrap import Interval, bootstrap_difference
+from raddino_lib.eval.bootstrap import Interval, bootstrap_difference
 from raddino_lib.report.data import encode_reports, patch_tokens, report_records, select_rows
 from raddino_lib.report.generate import generate_reports
 from raddino_lib.report.metrics import (

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from raddino_lib.environ import temporary_env
-from raddino_lib.report.bootstrap import Interval, bootstrap
+from raddino_lib.eval.bootstrap import Interval, bootstrap
 from raddino_lib.text.labeller import CHEXBERT_14, label_reports_chexbert
 
 __all__ = [

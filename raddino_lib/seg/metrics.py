@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from raddino_lib.eval.bootstrap import bootstrap_difference
+
 __all__ = ["dice_per_image", "dice_summary", "paired_dice_difference"]
 
 
@@ -77,10 +79,11 @@ def paired_dice_difference(
     b = np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise ValueError(f"need two per-image Dice vectors of one length, got {a.shape}, {b.shape}")
-    d = a - b
-    rng = np.random.default_rng(seed)
-    boot = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
+    iv = bootstrap_difference(
+        lambda i: float(a[i].mean()), lambda i: float(b[i].mean()), len(a),
+        samples=n_boot, seed=seed,
+    )  # fmt: skip
+    lo, hi = iv.lo, iv.hi
     verdict = "held" if lo > -margin else ("did not hold" if hi < -margin else "inconclusive")
     if present is not None:
         present = np.asarray(present, dtype=bool)
@@ -88,5 +91,5 @@ def paired_dice_difference(
             raise ValueError(f"present must be [N] = {a.shape}, got {present.shape}")
         if not present.any() or (a[present].max() == 0 and b[present].max() == 0):
             verdict = "not measured"
-    return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi), "n": int(len(d)),
+    return {"diff": iv.point, "lo": float(lo), "hi": float(hi), "n": int(len(a)),
             "margin": margin, "verdict": verdict}  # fmt: skip

@@ -1,5 +1,6 @@
-"""Bootstrap medians and 95% intervals over test reports (the paper's Table 5: "median and 95%
-confidence intervals from 500 bootstrap samples").
+"""Bootstrap medians and 95% intervals over test rows (the paper's Table 5: "median and 95%
+confidence intervals from 500 bootstrap samples"; the segmentation chapter's paired Dice
+differences).
 
 A statistic is any function of a row-index array (``[n]`` ints, with repeats) that returns a
 float: a mean of per-report scores, or a corpus statistic such as BLEU-4 or Macro-F1
