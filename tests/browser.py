@@ -73,6 +73,8 @@ IGNORED_PATHS = (
 
 def _ignored(url: str) -> bool:
     return urlsplit(url).path.endswith(IGNORED_PATHS)
+
+
 LOCAL_SCHEMES = frozenset({"data", "blob", "about"})
 
 
@@ -212,7 +214,9 @@ def browser_page(
                 lambda req: (
                     None
                     if _ignored(req.url)
-                    else session.failed_requests.append(f"request failed: {req.url} ({req.failure})")  # noqa: E501
+                    else session.failed_requests.append(
+                        f"request failed: {req.url} ({req.failure})"
+                    )
                 ),
             )
             page.on(
