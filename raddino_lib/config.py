@@ -127,9 +127,12 @@ class Config:
     seg_lr: float = 3e-3  # Adam, cosine schedule (the paper: 5e-4)
     seg_linear_lr: float = 1e-2  # the linear heads' learning rate (0: seg_lr)
     seg_loss_size: int = 64  # side of the heads' training loss (0: seg_size; Dice at seg_size)
+    seg_dice_over: str = "image"  # soft Dice loss per "image" or over the "batch"
+    seg_positive_share: float = 0.0  # share of each batch drawn from images with a rare structure
     seg_eval_every: int = 50  # validation loss every this many steps; the best is kept
     seg_channels: int = 32  # decoder width of the ViTDet and UPerNet heads (mmseg: 512)
     seg_joint: bool = True  # one model per (encoder, head) for all tasks (False: per task)
+    seg_separate: tuple[str, ...] = ("ribs",)  # tasks given a model of their own when joint
     seg_linear_layers: int = 4  # blocks concatenated by the linear head (DINOv2: 1 or 4)
     seg_unet_encoder: str = "tu-tinynet_e"  # segmentation-models-pytorch encoder, no weights
     seg_unet_steps: int = 300
@@ -163,6 +166,13 @@ class Config:
 
     # --- in-project baselines (chapter 3) -----------------------------------------------
     # general-domain DINO: the same engine and recipe on natural-image crops (DINOv2 stand-in)
+    # pretraining sweeps of the ablation chapters (8-10); ablation_* never touch a run's
+    # fingerprint except through the fields a sweep point sets
+    ablation_steps: int = 300  # optimiser steps of every sweep point (one budget per sweep)
+    ablation_batch_size: int = 0  # images per step of every sweep point (0: batch_size)
+    ablation_snapshot_every: int = 50  # teacher snapshots, for early stopping on validation
+    ablation_sizes: tuple[int, ...] = (32, 48, 64)  # the resolution ladder (input sides)
+    ablation_data_points: int = 3  # rungs of the data-size ladder (the last is all images)
     general_pretrain_steps: int = 1000
     natural_n: int = 4000  # natural-image crops in its training set
     # text-supervised CLIP-style encoder on image-report pairs (BioViL-T/BiomedCLIP stand-in)
@@ -246,6 +256,10 @@ _SMOKE = Config(
     embed_batch_size=32,
     general_pretrain_steps=4,
     natural_n=64,
+    ablation_steps=2,
+    ablation_snapshot_every=1,
+    ablation_sizes=(24, 32),
+    ablation_data_points=2,
     clip_steps=4,
     clip_batch_size=8,
     clip_warmup_steps=1,
@@ -354,6 +368,10 @@ _PAPER = Config(
     rg_gen_batch_size=1,
     rg_examples=5,
     general_pretrain_steps=60000,
+    ablation_steps=60000,
+    ablation_snapshot_every=5000,
+    ablation_sizes=(224, 336, 448, 518),
+    ablation_data_points=4,
     natural_n=100000,
     clip_steps=20000,
     clip_batch_size=256,

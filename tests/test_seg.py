@@ -92,6 +92,26 @@ def test_bce_dice_loss_hand_computed() -> None:
     assert float(bce_dice_loss(logits, target)) == pytest.approx(want, rel=1e-6)
 
 
+def test_batch_dice_is_one_dice_over_all_pixels() -> None:
+    # image 0: a 1-pixel structure, p = 0.5 everywhere; image 1: empty truth, empty prediction
+    logits = torch.stack([torch.zeros(1, 2, 2), torch.full((1, 2, 2), -1e4)])
+    target = torch.zeros(2, 1, 2, 2)
+    target[0, 0, 0, 0] = 1.0
+    bce = (4 * math.log(2) + 0.0) / 8  # image 1's pixels cost nothing
+    # per image: image 0's Dice (2*0.5 + 1) / (2 + 1 + 1) = 0.5, image 1's 1 / 1 = 1
+    assert float(bce_dice_loss(logits, target)) == pytest.approx(bce + 1 - 0.75, rel=1e-5)
+    # over the batch: (2*0.5 + 1) / (2 + 1 + 1) = 0.5; the empty image adds nothing
+    got = float(bce_dice_loss(logits, target, dice_over="batch"))
+    assert got == pytest.approx(bce + 1 - 0.5, rel=1e-5)
+    # false positives on the empty image enter the batch denominator: 4 pixels at p = 0.5
+    logits[1] = 0.0
+    bce2 = 8 * math.log(2) / 8
+    want = bce2 + 1 - (2 * 0.5 + 1) / (4 + 1 + 1)
+    assert float(bce_dice_loss(logits, target, dice_over="batch")) == pytest.approx(want, 1e-5)
+    with pytest.raises(ValueError, match="dice_over"):
+        bce_dice_loss(logits, target, dice_over="pixel")
+
+
 def test_per_class_loss_and_soft_targets() -> None:
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(3, 4, 8, 8, generator=g)
@@ -246,7 +266,8 @@ def test_fit_restores_the_best_validation_state() -> None:
     assert res.best_val_loss == pytest.approx(min(losses))
     assert res.best_step == res.history[int(np.argmin(losses))]["step"]
     # the weights left in the model are the ones that scored best_val_loss
-    again = _val_loss(head, [x], masks, np.arange(16, 24), 6, 16, torch.device("cpu"), "fp32", None)
+    cpu = torch.device("cpu")
+    again = _val_loss(head, [x], masks, np.arange(16, 24), 6, 16, cpu, "fp32", None, 6, "image")
     assert again == pytest.approx(res.best_val_loss, rel=1e-5)
     pred = predict_masks(head, [x], np.arange(16, 24), 6)
     assert dice_summary(dice_per_image(pred, masks[16:]))["mean"] > 0.9
@@ -259,9 +280,7 @@ def test_fit_restores_the_best_validation_state() -> None:
               lr=5e-2, eval_every=5, seed=0)  # fmt: skip
     losses = [h["val_loss"] for h in res.history]
     assert res.best_step == 5 and losses[-1] > losses[0]
-    again = _val_loss(
-        head, [x], flipped, np.arange(16, 24), 6, 16, torch.device("cpu"), "fp32", None
-    )
+    again = _val_loss(head, [x], flipped, np.arange(16, 24), 6, 16, cpu, "fp32", None, 6, "image")
     assert again == pytest.approx(losses[0], rel=1e-5)
     # the loss at half the mask side still learns the rule; Dice is scored at full side
     torch.manual_seed(0)
@@ -341,3 +360,61 @@ def test_steps_follow_epochs_when_asked() -> None:
     assert _steps(cfg, 40, 95) == 40
     with pytest.raises(ValueError, match="nothing to train"):
         _steps(make_config("smoke", seg_epochs=0), 0, 10)
+
+
+class _RowSpy(torch.nn.Module):
+    """Logits of zeros; records the row ids it is fed (inputs hold the row id everywhere)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[list[int]] = []
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        if self.training:
+            self.seen.append(xs[0][:, 0, 0, 0].long().tolist())
+        return xs[0].expand(-1, 3, -1, -1) * 0 + self.w
+
+
+def test_positive_share_fills_batches_with_rare_structures() -> None:
+    from raddino_lib.seg.experiment import _rare_positive_rows
+
+    n = 40
+    x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
+    masks = np.zeros((n, 3, 4, 4), bool)
+    masks[:, 0, 1:3, 1:3] = True  # "lungs" on every image: not rare
+    masks[[3, 7, 11, 30], 1, 0, 0] = True  # a rare structure on 4 images (2 of them train)
+    masks[[5], 2, 2, 2] = True  # another rare task's structure on one image
+    train, val = np.arange(20), np.arange(20, n)
+    pos = _rare_positive_rows(masks, train, [[0], [1], [2]])
+    assert pos.tolist() == [3, 5, 7, 11]
+    assert _rare_positive_rows(masks, train, [[0, 1, 2]]).size == 0  # one group: lungs common
+    spy = _RowSpy()
+    fit(spy, [x], masks, train, val, steps=10, batch_size=8, lr=1e-3, eval_every=10,
+        positive_rows=pos, positive_share=0.5)  # fmt: skip
+    assert len(spy.seen) == 10
+    for b in spy.seen:
+        assert len(b) == 8 and set(b) <= set(train.tolist())
+        assert set(b[4:]) <= set(pos.tolist())  # the last half from the rare rows
+    rare_seen = sum(r in pos for b in spy.seen for r in b)
+    assert rare_seen >= 40  # at least half of 80 drawn rows; natural share is 4/20
+    # every training row still comes round: 10 steps x 4 open slots = 2 epochs of 20
+    assert {r for b in spy.seen for r in b[:4]} == set(train.tolist())
+    spy = _RowSpy()
+    fit(spy, [x], masks, train, val, steps=5, batch_size=8, lr=1e-3, eval_every=5)
+    assert sorted(spy.seen[0] + spy.seen[1] + spy.seen[2][:4]) == train.tolist()
+    with pytest.raises(ValueError, match="positive_share"):
+        fit(spy, [x], masks, train, val, steps=1, batch_size=8, lr=1e-3, eval_every=1,
+            positive_rows=pos, positive_share=1.0)  # fmt: skip
+
+
+def test_task_groups() -> None:
+    from raddino_lib.seg.experiment import _groups
+
+    tasks = ("lungs", "zones", "ribs")
+    assert _groups(tasks, True) == [tasks]
+    assert _groups(tasks, False) == [("lungs",), ("zones",), ("ribs",)]
+    assert _groups(tasks, True, ("ribs",)) == [("lungs", "zones"), ("ribs",)]
+    assert _groups(("ribs",), True, ("ribs",)) == [("ribs",)]
+    with pytest.raises(ValueError, match="unknown segmentation task 'rib'"):
+        _groups(tasks, True, ("rib",))

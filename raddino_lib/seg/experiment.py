@@ -7,7 +7,8 @@ test split and scores Dice per image; then trains the end-to-end U-Net on the im
 few-shot points (lungs, nested training subsets).
 
 ``cfg.seg_joint``: one model per (encoder, head) learns every task at once (one output channel
-per mask, the loss averaged over tasks); otherwise one model per task, as the paper trained.
+per mask, the loss averaged over tasks), except the tasks of ``cfg.seg_separate``, which get a
+model each; otherwise one model per task, as the paper trained.
 Frozen-encoder heads with one 1x1 conv per channel are the same either way up to the shared
 BatchNorm; decoders and the U-Net share their width between tasks when joint.
 """
@@ -114,6 +115,21 @@ def _train_rows(views: SegViews, sources: np.ndarray | None) -> np.ndarray:
     return rows[np.isin(views.source[rows], sources)]
 
 
+def _rare_positive_rows(
+    masks: np.ndarray, train: np.ndarray, groups: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """Training rows that contain a structure of a rare task: one whose structure appears on
+    under half of the training rows (pneumothorax, chest tubes; not lungs or ribs).
+    ``masks``: ``[M, K, S, S]`` bool; ``groups``: the channels of each task."""
+    has = masks[train].any((2, 3))  # [N, K]
+    rare = np.zeros(len(train), bool)
+    for g in groups:
+        on = has[:, list(g)].any(1)
+        if on.mean() < 0.5:
+            rare |= on
+    return train[rare]
+
+
 def _score(
     pred: np.ndarray, true: np.ndarray, tasks: Sequence[str], offsets: Mapping[str, slice]
 ) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
@@ -164,11 +180,13 @@ def _train_and_score(
         k += n
     train = _train_rows(views, sources)
     steps = _steps(cfg, steps, len(train))
+    positive = _rare_positive_rows(masks, train, groups) if cfg.seg_positive_share > 0 else None
     res = fit(
         model, inputs, masks, train, views.rows("val"),
         steps=steps, batch_size=cfg.seg_batch_size, lr=lr, loss_size=loss_size,
         eval_every=cfg.seg_eval_every, seed=cfg.seed, device=dev, precision=prec,
-        groups=groups, progress=cfg.progress, desc=desc,
+        groups=groups, dice_over=cfg.seg_dice_over, positive_rows=positive,
+        positive_share=cfg.seg_positive_share, progress=cfg.progress, desc=desc,
     )  # fmt: skip
     test = views.rows("test")
     size = masks.shape[-1]
@@ -200,8 +218,17 @@ def _opt(head: str, cfg: Config) -> dict[str, Any]:
     return {"lr": lr, "loss_size": cfg.seg_loss_size or None}
 
 
-def _groups(tasks: Sequence[str], joint: bool) -> list[tuple[str, ...]]:
-    return [tuple(tasks)] if joint else [(t,) for t in tasks]
+def _groups(
+    tasks: Sequence[str], joint: bool, separate: Sequence[str] = ()
+) -> list[tuple[str, ...]]:
+    """The task groups, one model each: all tasks together when ``joint`` except those in
+    ``separate`` (one model each); one model per task otherwise."""
+    for t in separate:
+        task_channels(t)  # an unknown task name: a clear error
+    if not joint:
+        return [(t,) for t in tasks]
+    together = tuple(t for t in tasks if t not in separate)
+    return ([together] if together else []) + [(t,) for t in tasks if t in separate]
 
 
 def run_segmentation(
@@ -247,7 +274,7 @@ def run_segmentation(
         feat_s = time.perf_counter() - t0
         for head in heads:
             inputs = [maps[i] for i in layers[head]]
-            for group in _groups(tasks, joint):
+            for group in _groups(tasks, joint, cfg.seg_separate):
                 torch.manual_seed(cfg.seed)
                 k = sum(len(task_channels(t)) for t in group)
                 model = _head(head, enc.embed_dim, k, cfg, len(layers[head]))
@@ -274,7 +301,7 @@ def run_segmentation(
         del maps
     if unet:
         images = torch.from_numpy(views.images).unsqueeze(1)
-        for group in _groups(tasks, joint):
+        for group in _groups(tasks, joint, cfg.seg_separate):
             torch.manual_seed(cfg.seed)
             k = sum(len(task_channels(t)) for t in group)
             model = UNet(k, cfg.seg_unet_encoder, mean=cfg.pixel_mean, std=cfg.pixel_std)

@@ -50,7 +50,10 @@ def _autocast(device: torch.device, precision: str):
 
 
 def group_loss(
-    logits: torch.Tensor, target: torch.Tensor, groups: Sequence[Sequence[int]] | None
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    groups: Sequence[Sequence[int]] | None,
+    dice_over: str = "image",
 ) -> torch.Tensor:
     """:func:`bce_dice_loss` averaged over channel ``groups`` (one per task when a model
     learns several tasks at once, so 20 rib channels weigh as much as two lung channels);
@@ -60,7 +63,7 @@ def group_loss(
     images), which equals the mean over groups of :func:`bce_dice_loss` on each group's
     channels, without slicing copies of the ``[B, K, H, W]`` tensors.
     """
-    per_class = bce_dice_loss(logits, target, reduction="none")  # [K]
+    per_class = bce_dice_loss(logits, target, reduction="none", dice_over=dice_over)  # [K]
     k = per_class.shape[0]
     if not groups:
         return per_class.mean()
@@ -85,7 +88,7 @@ def _targets_at(target: torch.Tensor, side: int) -> torch.Tensor:
 
 @torch.no_grad()
 def _val_loss(
-    model, inputs, masks, idx, size, batch_size, device, precision, groups, loss_size=None
+    model, inputs, masks, idx, size, batch_size, device, precision, groups, loss_size, dice_over
 ) -> float:
     model.eval()
     total, n = 0.0, 0
@@ -94,7 +97,7 @@ def _val_loss(
         with _autocast(device, precision):
             logits = upsample_logits(model(_batch(inputs, b, device)).float(), loss_size or size)
         y = _targets_at(torch.from_numpy(masks[b]).to(device), loss_size or size)
-        total += float(group_loss(logits, y, groups)) * len(b)
+        total += float(group_loss(logits, y, groups, dice_over)) * len(b)
         n += len(b)
     return total / max(n, 1)
 
@@ -117,6 +120,9 @@ def fit(
     warmup: int | None = None,
     groups: Sequence[Sequence[int]] | None = None,
     loss_size: int | None = None,
+    dice_over: str = "image",
+    positive_rows: np.ndarray | None = None,
+    positive_share: float = 0.0,
     progress: bool = False,
     desc: str = "fit",
 ) -> FitResult:
@@ -132,6 +138,12 @@ def fit(
             upsampled to it, masks area-averaged down to soft targets; must divide the mask
             side). ``None``: the mask side. A coarser loss side saves most of a step's time
             for heads whose logits are coarser anyway; predictions and Dice stay at full size.
+        dice_over: the soft Dice term per ``"image"`` or over the ``"batch"`` (see
+            :func:`~raddino_lib.seg.loss.bce_dice_loss`); validation uses the same.
+        positive_rows: training rows that contain a rare structure; with ``positive_share``
+            > 0, that share of every batch is drawn from them (their own shuffled epochs) and
+            the rest from all training rows, so a structure on 10% of the images is seen on
+            about ``positive_share`` of them. Validation keeps the natural mix.
     """
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(
@@ -151,25 +163,33 @@ def fit(
         t = (step - warm) / max(1, steps - warm)
         return lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
+    if not 0.0 <= positive_share < 1.0:
+        raise ValueError(f"positive_share must be in [0, 1), got {positive_share}")
+    pos = np.asarray(positive_rows if positive_rows is not None else [], dtype=np.int64)
+    n_pos = int(round(positive_share * batch_size)) if len(pos) else 0
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     order: list[int] = []
+    pos_order: list[int] = []
     best_state, best_loss, best_step = None, math.inf, 0
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     running = 0.0
     for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
-        if len(order) < batch_size:  # epochs of shuffled rows, topped up across the boundary
+        n_all = batch_size - n_pos
+        while len(order) < n_all:  # epochs of shuffled rows, topped up across the boundary
             order.extend(rng.permutation(train_idx).tolist())
-        b = np.array(order[:batch_size])
-        del order[:batch_size]
+        while len(pos_order) < n_pos:
+            pos_order.extend(rng.permutation(pos).tolist())
+        b = np.array(order[:n_all] + pos_order[:n_pos])
+        del order[:n_all], pos_order[:n_pos]
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         model.train()
         with _autocast(device, precision):
             logits = upsample_logits(model(_batch(inputs, b, device)).float(), loss_side)
         target = _targets_at(torch.from_numpy(masks[b]).to(device), loss_side)
-        loss = group_loss(logits, target, groups)
+        loss = group_loss(logits, target, groups, dice_over)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -178,7 +198,7 @@ def fit(
         if (step + 1) % eval_every == 0 or last:
             vl = _val_loss(
                 model, inputs, masks, val_idx, size, 2 * batch_size, device, precision, groups,
-                loss_side,
+                loss_side, dice_over,
             )  # fmt: skip
             history.append({"step": step + 1, "train_loss": running / eval_every, "val_loss": vl})
             running = 0.0
