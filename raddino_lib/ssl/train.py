@@ -81,7 +81,7 @@ _EVAL_ONLY = {
     *(
         f.name
         for f in fields(Config)
-        if f.name.startswith(("clip_", "text_", "corr_", "seg_", "rg_"))
+        if f.name.startswith(("clip_", "text_", "corr_", "seg_", "rg_", "ablation_"))
     ),
     "vocab_size",
     "preset",
