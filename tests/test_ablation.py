@@ -24,8 +24,8 @@ def test_point_config_scales_crops_and_sets_the_budget() -> None:
     c = ab.point_config(cfg, pt)
     assert (c.image_size, c.global_crop_size, c.local_crop_size) == (48, 48, 24)
     assert c.pretrain_steps == cfg.ablation_steps and c.snapshot_every == cfg.ablation_snapshot_every
-    assert c.batch_size == cfg.batch_size
-    assert ab.point_config(make_config("laptop", ablation_batch_size=32), pt).batch_size == 32
+    assert c.batch_size == cfg.ablation_batch_size == 32
+    assert ab.point_config(make_config("laptop", ablation_batch_size=0), pt).batch_size == 64
     c = ab.point_config(cfg, ab.SweepPoint("32", 32.0, {"image_size": 32}))
     assert (c.global_crop_size, c.local_crop_size) == (32, 16)
     paper = make_config("paper")  # 518 px, patch 14, local crops 196
