@@ -23,7 +23,8 @@ def test_point_config_scales_crops_and_sets_the_budget() -> None:
     pt = ab.SweepPoint("48 px", 48.0, {"init": "random", "image_size": 48})
     c = ab.point_config(cfg, pt)
     assert (c.image_size, c.global_crop_size, c.local_crop_size) == (48, 48, 24)
-    assert c.pretrain_steps == cfg.ablation_steps and c.snapshot_every == cfg.ablation_snapshot_every
+    assert c.pretrain_steps == cfg.ablation_steps
+    assert c.snapshot_every == cfg.ablation_snapshot_every
     assert c.batch_size == cfg.ablation_batch_size == 32
     assert ab.point_config(make_config("laptop", ablation_batch_size=0), pt).batch_size == 64
     c = ab.point_config(cfg, ab.SweepPoint("32", 32.0, {"image_size": 32}))

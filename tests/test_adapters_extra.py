@@ -1,5 +1,5 @@
 """MIMIC-CXR-JPG, NIH ChestX-ray14, PadChest and VinDr-RibCXR adapters on small fake trees
-(real header rows), and a no-PHI check over all eight adapters' outputs and logs."""
+(real header rows), and a no-PHI check over all nine adapters' outputs and logs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from dicom_fixtures import PHI
 from PIL import Image
+from test_adapter_brax import brax_tree
 from test_adapters import (
     assert_no_phi,
     assert_subject_level,
@@ -475,6 +476,7 @@ def test_no_phi_in_any_adapter_output(tmp_path, caplog):
         "padchest": (padchest_tree(tmp_path / "padchest", broken=("img008.png",)),
                      {"skip_bad": True}),
         "ribcxr": (ribcxr_tree(tmp_path / "ribcxr"), {}),
+        "brax": (brax_tree(tmp_path / "brax"), {}),
     }  # fmt: skip
     assert {adapter_name(k) for k in cases} == set(ADAPTERS)  # every adapter is covered
     texts = []

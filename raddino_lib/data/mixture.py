@@ -32,7 +32,7 @@ from raddino_lib.data.records import check_subject_splits, load_records
 
 PARTS = "parts"
 #: The paper's rule: every image of these datasets goes to pretraining (all but MIMIC-CXR).
-PAPER_ALL_SPLITS: tuple[str, ...] = ("chexpert", "nih_cxr14", "padchest")
+PAPER_ALL_SPLITS: tuple[str, ...] = ("brax", "chexpert", "nih_cxr14", "padchest")
 
 
 def write_mixture(

@@ -28,6 +28,7 @@ ADAPTERS: dict[str, str] = {
     "nih_cxr14": "raddino_lib.data.adapters.nih_cxr14",
     "padchest": "raddino_lib.data.adapters.padchest",
     "vindr_ribcxr": "raddino_lib.data.adapters.vindr_ribcxr",
+    "brax": "raddino_lib.data.adapters.brax",
 }
 # Short names accepted by get_adapter (and the ``dataset`` config field).
 ALIASES: dict[str, str] = {
