@@ -28,14 +28,18 @@ from raddino_lib.data.adapters._common import (
     cap_age,
     check_files,
     finish,
-    parse_label,
     read_table,
     records_frame,
     records_writer,
     require_table,
     split_subjects,
 )
-from raddino_lib.data.adapters.chexpert import _UNCERTAIN, _UNMENTIONED, LABEL_MAP
+from raddino_lib.data.adapters.chexpert import (
+    _UNCERTAIN,
+    _UNMENTIONED,
+    LABEL_MAP,
+    chexpert_labels,
+)
 
 TABLES = ("master_spreadsheet_update.csv", "master_spreadsheet.csv")
 REQUIRED = (
@@ -104,13 +108,7 @@ def build_records(
             "sex": {"M": "M", "F": "F"}.get(r["PatientSex"].strip().upper(), ""),
             "age": parse_age(r["PatientAge"]),
         }
-        for col, f in LABEL_MAP.items():
-            v = parse_label(r[col], file=table, row=line, column=col)
-            if v == -1.0:
-                v = _UNCERTAIN[uncertain]
-            elif math.isnan(v):
-                v = _UNMENTIONED[unmentioned]
-            row[f] = v
+        row.update(chexpert_labels(r, table, line, uncertain, unmentioned))
         rows.append(row)
     if not rows:
         raise AdapterError(f"{table}: no AP, PA or lateral image in {len(raw)} rows")

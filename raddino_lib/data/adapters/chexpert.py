@@ -53,6 +53,24 @@ _UNCERTAIN = {"blank": math.nan, "zeros": 0.0, "ones": 1.0}
 _UNMENTIONED = {"zeros": 0.0, "blank": math.nan}
 
 
+def chexpert_labels(
+    r: dict, table: Path, line: int, uncertain: str, unmentioned: str
+) -> dict[str, float]:
+    """The mapped findings of one table row with CheXpert-style cells (1 / 0 / -1 / blank):
+    ``-1`` by the ``uncertain`` policy, blank by the ``unmentioned`` one (see the module
+    doc); a bad cell raises AdapterError naming the table, line and column. Also used by
+    the BRAX adapter, whose labels come from the same labeller's conventions."""
+    out = {}
+    for col, f in LABEL_MAP.items():
+        v = parse_label(r[col], file=table, row=line, column=col)
+        if v == -1.0:
+            v = _UNCERTAIN[uncertain]
+        elif math.isnan(v):
+            v = _UNMENTIONED[unmentioned]
+        out[f] = v
+    return out
+
+
 def _resolve(src: Path, p: str) -> str:
     """Path column value -> path relative to ``src`` (as given, or minus its first part)."""
     pp = PurePosixPath(p.strip())
@@ -122,13 +140,7 @@ def build_records(
                 "sex": {"male": "M", "female": "F"}.get(r["Sex"].strip().lower(), ""),
                 "age": float(age) if pd.notna(age) else math.nan,
             }
-            for col, f in LABEL_MAP.items():
-                v = parse_label(r[col], file=table, row=line, column=col)
-                if v == -1.0:
-                    v = _UNCERTAIN[uncertain]
-                elif math.isnan(v):
-                    v = _UNMENTIONED[unmentioned]
-                row[f] = v
+            row.update(chexpert_labels(r, table, line, uncertain, unmentioned))
             rows.append(row)
     df = records_frame(rows)
     train = df["split"] == "train"

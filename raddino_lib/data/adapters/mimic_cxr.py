@@ -52,13 +52,17 @@ from raddino_lib.data.adapters._common import (
     check_files,
     find_table,
     finish,
-    parse_label,
     read_table,
     records_frame,
     records_writer,
     require_table,
 )
-from raddino_lib.data.adapters.chexpert import _UNCERTAIN, _UNMENTIONED, LABEL_MAP
+from raddino_lib.data.adapters.chexpert import (
+    _UNCERTAIN,
+    _UNMENTIONED,
+    LABEL_MAP,
+    chexpert_labels,
+)
 
 SPLIT = "mimic-cxr-2.0.0-split.csv"
 METADATA = "mimic-cxr-2.0.0-metadata.csv"
@@ -233,15 +237,7 @@ def build_records(
     for i, r in enumerate(lab.to_dict("records")):
         line = i + 2
         study = _int_id(r["study_id"], lab_path, line, "study_id")
-        row = {}
-        for col, f in LABEL_MAP.items():
-            v = parse_label(r[col], file=lab_path, row=line, column=col)
-            if v == -1.0:
-                v = _UNCERTAIN[uncertain]
-            elif math.isnan(v):
-                v = _UNMENTIONED[unmentioned]
-            row[f] = v
-        labels[study] = row
+        labels[study] = chexpert_labels(r, lab_path, line, uncertain, unmentioned)
 
     rep_root = Path(reports_dir) if reports_dir is not None else src
     rows, dates, dropped, n_reports, no_section = [], [], 0, 0, 0
