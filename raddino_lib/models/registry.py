@@ -14,10 +14,14 @@ Backends:
   DINOv2 base/giant) used through transformers itself;
 * :class:`HFCLIPEncoder` -- a transformers CLIP (vision) folder (the paper's CLIP@224/@336);
 * :class:`TimmEncoder` -- any timm model (ViTs and CNNs), weights from a local file;
+* :class:`OpenCLIPEncoder` -- the vision tower of an open_clip model (BiomedCLIP and other
+  CLIP checkpoints in open_clip's format; the optional ``open_clip_torch`` package); towers
+  built on a timm trunk (BiomedCLIP's ViT-B/16) run as a :class:`TimmEncoder`;
 * :class:`PixelEncoder` -- downsampled raw pixels, the floor every encoder must beat.
 
 :func:`load_encoder` picks the backend from a source string (a folder, a weights file, a run
-folder, ``"timm:NAME"``, ``"pixels:32"``, or a hub id where a hub is reachable).
+folder, ``"timm:NAME"``, ``"open_clip:FOLDER"``, ``"pixels:32"``, or a hub id where a hub is
+reachable).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ __all__ = [
     "EncoderOutput",
     "HFCLIPEncoder",
     "HFDinov2Encoder",
+    "OpenCLIPEncoder",
     "PixelEncoder",
     "Preprocess",
     "TimmEncoder",
@@ -385,6 +390,126 @@ class TimmEncoder(Encoder):
         return EncoderOutput(cls=cls, patches=patches, layers=inter_t)
 
 
+# --------------------------------------------------------------------------- open_clip
+class OpenCLIPEncoder(Encoder):
+    """The vision tower of an open_clip model (its own ``VisionTransformer``). CLS = the
+    class token after ``ln_post``, before the projection into the joint space (as
+    :class:`HFCLIPEncoder`); patches and intermediate blocks get the same LayerNorm. The
+    position embeddings are not interpolated: the tower runs at its own input side."""
+
+    kind = "open_clip"
+
+    def __init__(self, visual: nn.Module, preprocess: Preprocess, name: str = "open_clip") -> None:
+        super().__init__()
+        self.model = visual.eval()
+        self.name = name
+        self.preprocess = preprocess
+        ps = visual.patch_size
+        self.patch_size = int(ps[0] if isinstance(ps, tuple | list) else ps)
+        self.num_layers = len(visual.transformer.resblocks)
+        self.embed_dim = int(visual.transformer.width)
+        self._native = preprocess.image_size
+
+    def at_resolution(self, image_size: int) -> Encoder:
+        if image_size != self._native:
+            raise EncoderError(
+                f"{self.name}: an open_clip vision transformer runs at its own side "
+                f"({self._native} px), not {image_size}"
+            )
+        return self
+
+    def forward_features(self, x: torch.Tensor, layers: Sequence[int] = ()) -> EncoderOutput:
+        want = _pick(self.num_layers, layers)
+        idx = sorted({*want, self.num_layers - 1})
+        out = self.model.forward_intermediates(
+            x, indices=idx, normalize_intermediates=True, intermediates_only=True,
+            output_fmt="NCHW", output_extra_tokens=True,
+        )  # fmt: skip
+        maps = {
+            i: t.permute(0, 2, 3, 1) for i, t in zip(idx, out["image_intermediates"], strict=True)
+        }
+        cls = out["image_intermediates_prefix"][-1][:, 0]
+        return EncoderOutput(
+            cls=cls, patches=maps[self.num_layers - 1], layers=tuple(maps[i] for i in want)
+        )
+
+
+def _open_clip_encoder(spec: str, name: str | None) -> Encoder:
+    """``open_clip:FOLDER`` (``open_clip_config.json`` + ``open_clip_model.safetensors`` or
+    ``open_clip_pytorch_model.bin``, the layout of ``microsoft/BiomedCLIP-...`` on the hub) or
+    ``open_clip:MODEL_NAME=WEIGHTS_FILE`` (an open_clip built-in config). Only the vision
+    tower is built, so a text tower's tokenizer or hub config is never fetched."""
+    try:
+        import open_clip
+        from open_clip.model import _build_vision_tower
+    except ImportError:
+        raise EncoderError(
+            f"encoder source 'open_clip:{spec}' needs the open_clip package: "
+            "pip install open_clip_torch (or pip install -e '.[external]')"
+        ) from None
+    folder = Path(spec).expanduser()
+    preprocess_cfg: dict[str, Any] = {}
+    if folder.is_dir():
+        cfg_path = folder / "open_clip_config.json"
+        if not cfg_path.is_file():
+            raise EncoderError(f"{folder}: no open_clip_config.json (an open_clip model folder)")
+        blob = json.loads(cfg_path.read_text())
+        model_cfg, preprocess_cfg = blob.get("model_cfg", {}), blob.get("preprocess_cfg", {})
+        weights = next(
+            (folder / f for f in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+             if (folder / f).is_file()),
+            None,
+        )  # fmt: skip
+        if weights is None:
+            raise EncoderError(
+                f"{folder}: no open_clip_model.safetensors or open_clip_pytorch_model.bin"
+            )
+        label = name or folder.name
+    else:
+        arch, _, wpath = spec.partition("=")
+        model_cfg = open_clip.get_model_config(arch) or {}
+        if not model_cfg:
+            raise EncoderError(f"open_clip has no model config {arch!r}")
+        weights = Path(wpath).expanduser() if wpath else None
+        if weights is None or not weights.is_file():
+            raise EncoderError(f"open_clip:{spec}: give a weights file as MODEL_NAME=FILE")
+        label = name or arch
+    if "vision_cfg" not in model_cfg or "embed_dim" not in model_cfg:
+        raise EncoderError(f"open_clip:{spec}: model config without vision_cfg / embed_dim")
+    visual = _build_vision_tower(
+        model_cfg["embed_dim"],
+        model_cfg["vision_cfg"],
+        quick_gelu=model_cfg.get("quick_gelu", False),
+    )
+    from raddino_lib.models.formats import load_state_dict_file
+
+    state = load_state_dict_file(weights)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    sub = {k[len("visual.") :]: v for k, v in state.items() if k.startswith("visual.")}
+    try:
+        missing, unexpected = visual.load_state_dict(sub, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        missing, unexpected = [str(exc).splitlines()[-1].strip()], []
+    if missing or unexpected or not sub:
+        raise EncoderError(
+            f"{weights}: weights do not fit the vision tower of {spec!r} "
+            f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+        )
+    side = int(preprocess_cfg.get("size", model_cfg["vision_cfg"].get("image_size", 224)))
+    side = side[0] if isinstance(side, list | tuple) else side
+    pre = Preprocess(
+        side,
+        tuple(preprocess_cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+        tuple(preprocess_cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+        3,
+    )
+    if hasattr(visual, "trunk"):  # a timm trunk (BiomedCLIP): its tokens through timm
+        enc: Encoder = TimmEncoder(visual.trunk, label)
+        enc.preprocess = pre
+        return enc
+    return OpenCLIPEncoder(visual, pre, label)
+
+
 # ------------------------------------------------------------------------------ pixels
 class PixelEncoder(Encoder):
     """Raw pixels downsampled to ``size x size``: CLS = the flattened standardised image
@@ -498,6 +623,8 @@ def load_encoder(
               preprocessing);
             * a timm folder (``config.json`` with ``architecture``, weights in
               ``model.safetensors``) or ``"timm:ARCH"`` / ``"timm:ARCH=WEIGHTS_FILE"``;
+            * ``"open_clip:FOLDER"`` or ``"open_clip:MODEL=WEIGHTS_FILE"`` -- an open_clip
+              model's vision tower (BiomedCLIP; needs ``open_clip_torch``);
             * a weights file or DINOv2-format folder that
               :func:`raddino_lib.models.formats.load_backbone` reads;
             * a hub id such as ``"microsoft/rad-dino"`` (only where the hub is reachable).
@@ -530,6 +657,8 @@ def _load(source: str | Path | nn.Module, *, name: str | None, cfg: Any, seed: i
     if src.startswith("timm:"):
         arch, _, weights = src[5:].partition("=")
         return _timm_encoder(arch, Path(weights) if weights else None, name)
+    if src.startswith("open_clip:"):
+        return _open_clip_encoder(src[len("open_clip:") :], name)
     path = Path(src).expanduser()
     if path.is_dir():
         if (path / "checkpoints").is_dir():
@@ -560,7 +689,7 @@ def _load(source: str | Path | nn.Module, *, name: str | None, cfg: Any, seed: i
         return _hub_encoder(src, name)
     raise EncoderError(
         f"encoder source {src!r}: no such file or folder (and not 'random', 'pixels[:N]', "
-        "'timm:ARCH[=WEIGHTS]' or a hub id)"
+        "'timm:ARCH[=WEIGHTS]', 'open_clip:FOLDER' or a hub id)"
     )
 
 
