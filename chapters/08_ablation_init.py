@@ -78,17 +78,18 @@ if SKIPPED:
 #
 # Each run is cached by its configuration (`.cache/pretrain`), so a rerun loads it, and a killed
 # run resumes from its last checkpoint. The random-init run is the reference point that the
-# resolution and data-size chapters share. The probe is chapter 2's: a logistic regression on
-# the CLS token and mean patch token of the frontal images, its regularisation chosen on
-# validation, then one fit per seed on a different 80% of the training subjects.
+# resolution and data-size chapters share. The probe is chapter 3's: a logistic regression on
+# the frontal images' frozen features, the feature set (CLS; CLS and mean patch token; those
+# and the patch tokens pooled to a coarse grid) and the regularisation chosen on validation,
+# then one fit per seed on a different 80% of the training subjects.
 
 # %%
 sweep = ab.run_sweep(cfg, ab.init_points(cfg), root, frontal, FINDINGS)
 base = ab.probe_baselines(cfg, [cmp.GENERAL], root, frontal, FINDINGS)
 results["sweep"] = sweep.to_dict(orient="records")
 results["baselines"] = base.to_dict(orient="records")
-display(sweep[["label", "image_size", "pretrain_images", "pretrain_steps", "pretrain_seconds",
-               "probed_step", "seconds"]].set_index("label"))  # fmt: skip
+display(pd.concat([sweep, base])[["label", "image_size", "pretrain_images", "pretrain_steps",
+                                  "pretrain_seconds", "kind", "seconds"]].set_index("label"))  # fmt: skip
 
 # %% [markdown]
 # ## Table 2, this run beside the paper's

@@ -100,8 +100,8 @@ base = ab.probe_baselines(cfg, [cmp.GENERAL] + ([cmp.TEXT_SUP] if has_text else 
                           frontal, FINDINGS)  # fmt: skip
 results["sweep"] = sweep.to_dict(orient="records")
 results["baselines"] = base.to_dict(orient="records")
-display(sweep[["label", "image_size", "pretrain_images", "pretrain_steps", "pretrain_seconds",
-               "seconds"]].set_index("label"))  # fmt: skip
+display(pd.concat([sweep, base])[["label", "image_size", "pretrain_images", "pretrain_steps",
+                                  "pretrain_seconds", "kind", "seconds"]].set_index("label"))  # fmt: skip
 
 # %% [markdown]
 # ## Figures 1 and A.1, this run

@@ -86,7 +86,7 @@ base = ab.probe_baselines(cfg, [cmp.GENERAL, cmp.TEXT_SUP], root, frontal, FINDI
 results["sweep"] = sweep.to_dict(orient="records")
 results["baselines"] = base.to_dict(orient="records")
 display(sweep[["label", "pretrain_images", "pretrain_steps", "pretrain_seconds", "probed_step",
-               "val_macro", "seconds"]].set_index("label"))  # fmt: skip
+               "val_macro", "kind", "seconds"]].set_index("label"))  # fmt: skip
 display(Markdown(
     f"`probed_step`: the snapshot each run was probed at (early stopping on the validation "
     f"probe for every rung but the last; {cfg.ablation_steps} is the end of the run)."))  # fmt: skip

@@ -103,6 +103,7 @@ def test_smoke_sweeps_train_probe_and_reuse_runs(cache: Path) -> None:
         assert r["macro_mean"] == pytest.approx(float(seeds.mean()))
         assert r["macro_std"] == pytest.approx(float(np.std(seeds.mean(0))))
         assert 0.0 <= r["macro_mean"] <= 1.0 and len(r["macro_seeds"]) == len(cfg.probe_seeds)
+        assert r["kind"] in cfg.probe_kinds  # chosen on validation among the candidates
     # the resolution sweep's 32 px point is the data sweep's last run, loaded, not retrained
     ref = cache / "pretrain" / data["run"].iloc[1]
     stamp = (ref / "done.json").stat().st_mtime_ns
