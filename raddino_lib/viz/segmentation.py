@@ -64,7 +64,8 @@ def overlay_figure(
                 ax.set_ylabel(lab if len(lab) < 28 else lab.replace(" (", "\n("), fontsize=8)
             if scores is not None and pred is not None and (lab, task) in scores:
                 ax.text(2, 2, f"{scores[(lab, task)]:.2f}", color="yellow", fontsize=7,
-                        va="top", ha="left")  # fmt: skip
+                        va="top", ha="left", bbox={"facecolor": "black", "alpha": 0.6,
+                                                   "pad": 1, "linewidth": 0})  # fmt: skip
     fig.suptitle("green: ground truth, red: prediction (Dice of this image in the corner)",
                  fontsize=9)  # fmt: skip
     fig.tight_layout()
