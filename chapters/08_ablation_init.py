@@ -115,18 +115,11 @@ display(paper)
 # when the seeds' spread swamps the difference.
 
 # %%
-seeds = {r["label"]: r["macro_seeds"] for _, r in rows.iterrows()}
 by_label = rows.set_index("label")
 
 
 def _claim(text: str, a: str, b: str, findings: list[str] | None = None) -> dict:
-    if findings is None:
-        va, vb = seeds[a], seeds[b]
-    else:
-        st = ab.group_stats(by_label.loc[[a, b]].reset_index(), findings)
-        va, vb = st["seeds"].iloc[0], st["seeds"].iloc[1]
-    diff = float(pd.Series(va).mean() - pd.Series(vb).mean())
-    return {"claim": text, "diff": round(100 * diff, 2), "verdict": ab.sweep_verdict(va, vb)}
+    return ab.claim(text, ab.row_seeds(rows, a, findings), ab.row_seeds(rows, b, findings))
 
 
 claims = [

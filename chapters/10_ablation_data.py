@@ -118,14 +118,12 @@ display(mean_std_table(mean, std))
 claims = []
 for i in range(1, len(sweep)):
     a, b = sweep.iloc[i], sweep.iloc[i - 1]
-    claims.append({"claim": f"'{a['label']}' beats '{b['label']}'",
-                   "diff": 100 * (a["macro_mean"] - b["macro_mean"]),
-                   "verdict": ab.sweep_verdict(a["macro_seeds"], b["macro_seeds"])})  # fmt: skip
+    claims.append(ab.claim(f"'{a['label']}' beats '{b['label']}'", a["macro_seeds"],
+                           b["macro_seeds"]))  # fmt: skip
 small = sweep.iloc[0]
 for _, b in base.iterrows():
-    claims.append({"claim": f"'{small['label']}' beats {b['label']} (frozen)",
-                   "diff": 100 * (small["macro_mean"] - b["macro_mean"]),
-                   "verdict": ab.sweep_verdict(small["macro_seeds"], b["macro_seeds"])})  # fmt: skip
+    claims.append(ab.claim(f"'{small['label']}' beats {b['label']} (frozen)",
+                           small["macro_seeds"], b["macro_seeds"]))  # fmt: skip
 claims_df = pd.DataFrame(claims).round(2).set_index("claim")
 results["claims"] = claims_df.reset_index().to_dict(orient="records")
 display(claims_df)

@@ -153,3 +153,19 @@ def test_sweep_frames() -> None:
     mean, std = ab.sweep_frames(rows, ["a"], {"a": "A"})
     assert mean.loc["q", "A"] == 0.2 and std.loc["p", "A"] == 0.01
     assert list(mean.columns) == ["A", "macro"] and std.loc["q", "macro"] == 0.1
+
+
+def test_claims_from_rows() -> None:
+    import pandas as pd
+
+    rows = pd.DataFrame({"label": ["p", "q"], "macro_seeds": [[0.5, 0.6], [0.4, 0.5]],
+                         "a_seeds": [[0.2, 0.4], [0.3, 0.3]],
+                         "b_seeds": [[0.6, 0.4], [0.1, 0.1]]})  # fmt: skip
+    np.testing.assert_allclose(ab.row_seeds(rows, "p"), [0.5, 0.6])
+    np.testing.assert_allclose(ab.row_seeds(rows, "q", ["a", "b"]), [0.2, 0.2])
+    c = ab.claim("p beats q", ab.row_seeds(rows, "p"), ab.row_seeds(rows, "q"))
+    assert c == {"claim": "p beats q", "diff": 10.0, "verdict": "held"}
+    gain = ab.claim("a gain", [0.01, -0.02], [0.0, 0.0])
+    assert gain["diff"] == -0.5 and gain["verdict"] == "inconclusive at this budget"
+    with pytest.raises(KeyError, match="0 rows labelled 'r'"):
+        ab.row_seeds(rows, "r")

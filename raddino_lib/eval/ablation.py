@@ -43,6 +43,8 @@ __all__ = [
     "resolution_points",
     "probe_backbone",
     "probe_baselines",
+    "claim",
+    "row_seeds",
     "run_sweep",
     "sweep_frames",
     "sweep_verdict",
@@ -351,6 +353,26 @@ def sweep_frames(
     mean["macro"] = rows["macro_mean"].to_numpy()
     std["macro"] = rows["macro_std"].to_numpy()
     return mean, std
+
+
+def row_seeds(rows: pd.DataFrame, label: str, findings: Sequence[str] | None = None) -> np.ndarray:
+    """Per-seed AUPRC of the row ``label`` of a sweep or baseline table: its macro over all
+    probed findings (``findings=None``) or the mean over ``findings`` (see :func:`group_stats`)."""
+    hit = rows[rows["label"] == label]
+    if len(hit) != 1:
+        labels = list(rows["label"])
+        raise KeyError(f"row_seeds: {len(hit)} rows labelled {label!r} (labels: {labels})")
+    if findings is None:
+        return np.asarray(hit["macro_seeds"].iloc[0], float)
+    return np.asarray(group_stats(hit, findings)["seeds"].iloc[0], float)
+
+
+def claim(text: str, a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """One claims-table row: ``a`` ahead of ``b`` (paired per-seed values; ``b`` may be zeros
+    for "``a`` is a gain"): ``diff`` (mean difference x 100) and :func:`sweep_verdict`."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return {"claim": text, "diff": round(100 * float((a - b).mean()), 2),
+            "verdict": sweep_verdict(a, b)}  # fmt: skip
 
 
 def sweep_verdict(a: Sequence[float], b: Sequence[float], *, share: float = 0.8) -> str:
