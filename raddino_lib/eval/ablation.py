@@ -251,22 +251,18 @@ def probe_backbone(
     findings: Sequence[str],
     seeds: Sequence[int],
 ) -> pd.DataFrame:
-    """Chapter 3's probe of one frozen backbone at its own input side: every feature kind of
+    """Chapter 3's probe of one frozen backbone at its own input side (its embeddings through
+    :func:`~raddino_lib.eval.compare.encoder_features`, cached): every feature kind of
     ``cfg.probe_kinds`` (CLS; CLS + mean patch; those plus the patch grid pooled to
     ``cfg.probe_grid``) is a candidate, the kind is chosen once on validation
     (:func:`~raddino_lib.eval.probe.finding_probe`), then fitted per seed and scored on test.
     The grid kind matters here: after a few hundred steps the pooled patch tokens moved the
     VinDr-style probe (0.383 -> 0.398 in a 600 x 32 pilot) where CLS + mean did not."""
-    from raddino_lib.data.arrays import image_array
-    from raddino_lib.eval.embed import embed_array, probe_features
+    from raddino_lib.eval.compare import encoder_features
     from raddino_lib.eval.probe import finding_probe
-    from raddino_lib.ssl.train import resolve_device
+    from raddino_lib.models.registry import load_encoder
 
-    arr = image_array(root, frontal, backbone.spec.image_size, progress=False)
-    grid = cfg.probe_grid if "cls+mean+grid" in cfg.probe_kinds else 0
-    emb = embed_array(backbone, arr, device=str(resolve_device(cfg.device)),
-                      precision=cfg.precision, grid=grid)  # fmt: skip
-    feats = {k: probe_features(emb, k) for k in cfg.probe_kinds}
+    feats = encoder_features(load_encoder(backbone), root, frontal, cfg)  # cached embeddings
     return finding_probe(
         feats, frontal[list(findings)], frontal["split"], frontal["subject_id"], seeds=seeds
     )
