@@ -463,6 +463,8 @@ def test_registry_and_aliases():
 
 
 def test_no_phi_in_any_adapter_output(tmp_path, caplog):
+    from test_adapter_mimic_lungs import lungs_tree
+
     """PHI planted where each dataset could carry it (DICOM PatientName/PatientID/dates, report
     header lines, study and birth dates in the tables) never reaches records, masks or logs."""
     iv = tmp_path / "mimic" / "mimic-iv"
@@ -477,6 +479,7 @@ def test_no_phi_in_any_adapter_output(tmp_path, caplog):
                      {"skip_bad": True}),
         "ribcxr": (ribcxr_tree(tmp_path / "ribcxr"), {}),
         "brax": (brax_tree(tmp_path / "brax"), {}),
+        "mimic_lungs": (lungs_tree(tmp_path / "lungs")[0], {"mimic_iv_dir": iv}),
     }  # fmt: skip
     assert {adapter_name(k) for k in cases} == set(ADAPTERS)  # every adapter is covered
     texts = []

@@ -138,11 +138,18 @@ def _table_signature(root: Path, depth: int = 3) -> list[tuple[str, int, int]]:
 
 
 def _adapter_options(name: str, root: Path) -> dict[str, Any]:
-    """Options an adapter takes from conventional places inside ``root``: MIMIC-CXR reads
-    MIMIC-IV demographics from ``root/mimic-iv`` (a folder or a symlink) when it exists."""
-    if name == "mimic_cxr" and (root / "mimic-iv").is_dir():
-        return {"mimic_iv_dir": root / "mimic-iv"}
-    return {}
+    """Options an adapter takes from conventional places inside ``root``: MIMIC-CXR (and the
+    MIMIC lung masks) read MIMIC-IV demographics from ``root/mimic-iv`` (a folder or a
+    symlink) when it exists; the lung masks come from ``root/lung-segment-mimic-cxr`` and
+    the zone boxes from ``root/chest-imagenome`` (see the mimic_lungs adapter)."""
+    out: dict[str, Any] = {}
+    if name in ("mimic_cxr", "mimic_lungs") and (root / "mimic-iv").is_dir():
+        out["mimic_iv_dir"] = root / "mimic-iv"
+    if name == "mimic_lungs":  # named explicitly so that adding ImaGenome later re-reads
+        out["masks_dir"] = root / "lung-segment-mimic-cxr"
+        if (root / "chest-imagenome").is_dir():
+            out["imagenome_dir"] = root / "chest-imagenome"
+    return out
 
 
 def adapter_dataset_dir(dataset: str, data_root: str | Path) -> Path:

@@ -29,6 +29,7 @@ ADAPTERS: dict[str, str] = {
     "padchest": "raddino_lib.data.adapters.padchest",
     "vindr_ribcxr": "raddino_lib.data.adapters.vindr_ribcxr",
     "brax": "raddino_lib.data.adapters.brax",
+    "mimic_lungs": "raddino_lib.data.adapters.mimic_lungs",
 }
 # Short names accepted by get_adapter (and the ``dataset`` config field).
 ALIASES: dict[str, str] = {
@@ -39,6 +40,8 @@ ALIASES: dict[str, str] = {
     "nih": "nih_cxr14",
     "chestx-ray14": "nih_cxr14",
     "ribcxr": "vindr_ribcxr",
+    "lung-segment-mimic-cxr": "mimic_lungs",
+    "mimic-lungs": "mimic_lungs",
 }
 
 

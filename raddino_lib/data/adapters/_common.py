@@ -194,6 +194,17 @@ def finish(df: pd.DataFrame, *, source: str, skipped: int = 0) -> pd.DataFrame:
     return df
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """An image file's ``(width, height)`` from its header, or AdapterError naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception as e:  # noqa: BLE001
+        raise AdapterError(f"{path}: cannot read the image size ({type(e).__name__})") from None
+
+
 def dicom_view(path: Path, default: str = "PA") -> tuple[str, dict]:
     """(view in schema.VIEWS, safe header with demographics) from a DICOM header.
 

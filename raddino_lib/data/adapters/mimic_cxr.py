@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -207,10 +208,13 @@ def build_records(
     section: str = "findings",
     mimic_iv_dir: str | Path | None = None,
     omr_window_days: int = 365,
+    only: Collection[str] | None = None,
 ) -> pd.DataFrame:
     """MIMIC-CXR-JPG folder -> records DataFrame (exactly schema.RECORD_COLUMNS).
 
-    ``df.attrs``: ``skipped`` (images missing on disk, ``skip_bad=True`` only),
+    ``only``: keep just these dicom_ids (compared lower-cased); the others are neither
+    listed nor looked for on disk (a subset such as the lung-mask images may be all that
+    was downloaded). ``df.attrs``: ``skipped`` (images missing on disk, ``skip_bad=True`` only),
     ``dropped_views``, ``reports``, ``no_section``, ``omr_unparsed``.
     """
     del seed  # the official split is used
@@ -239,6 +243,8 @@ def build_records(
         study = _int_id(r["study_id"], lab_path, line, "study_id")
         labels[study] = chexpert_labels(r, lab_path, line, uncertain, unmentioned)
 
+    if only is not None:
+        only = {str(d).lower() for d in only}
     rep_root = Path(reports_dir) if reports_dir is not None else src
     rows, dates, dropped, n_reports, no_section = [], [], 0, 0, 0
     report_cache: dict[str, str] = {}
@@ -247,6 +253,8 @@ def build_records(
         did = r["dicom_id"].strip()
         if not did:
             raise AdapterError(f"{split_path}: row {line}: empty dicom_id")
+        if only is not None and did.lower() not in only:
+            continue
         sid = _int_id(r["subject_id"], split_path, line, "subject_id")
         study = _int_id(r["study_id"], split_path, line, "study_id")
         name = r["split"].strip().lower()

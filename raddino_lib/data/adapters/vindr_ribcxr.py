@@ -38,6 +38,7 @@ from raddino_lib.data.adapters._common import (
     AdapterError,
     check_files,
     finish,
+    image_size,
     index_files,
     records_frame,
     split_subjects,
@@ -193,13 +194,7 @@ def write_dataset(
     )
     paths = []
     for iid, p in zip(df["image_id"], df["path"], strict=True):
-        try:
-            with Image.open(src / p) as im:
-                w, h = im.size
-        except Exception as e:  # noqa: BLE001
-            raise AdapterError(
-                f"{src / p}: cannot read the image size ({type(e).__name__})"
-            ) from None
+        w, h = image_size(src / p)
         rel = f"masks/{iid}.npz"
         write_masks(out / rel, rib_masks(polys[iid], (h, w)))
         paths.append(rel)
