@@ -20,6 +20,7 @@ from raddino_lib.models.backbone import BackboneSpec, ViTBackbone, spec_from_con
 from raddino_lib.ssl import checkpoint as ckpt_mod
 from raddino_lib.ssl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from raddino_lib.ssl.data import (
+    BatchStream,
     PretrainImages,
     batch_positions,
     make_batch,
@@ -93,6 +94,20 @@ def test_rank_batches_are_slices_of_the_global_batch(data: Path):
         assert torch.equal(p.masks, m[:, sl].reshape(8, -1))
         assert np.array_equal(p.indices, whole.indices[sl])
     assert whole.masks.any(dim=1).sum() == 8  # half of the 16 global crops are masked
+
+
+def test_batch_stream_workers_give_the_same_batches(data: Path):
+    """Worker processes build exactly the batches the main process builds, in step order."""
+    images, views = _images_and_views(data, _cfg())
+    ref = [make_batch(images, views, step=s, **BATCH_KW) for s in range(2, 6)]
+    for workers in (0, 2):
+        got = list(BatchStream(images, views, start=2, end=6, num_workers=workers, **BATCH_KW))
+        assert len(got) == 4
+        for a, b in zip(ref, got, strict=True):
+            assert torch.equal(a.global_crops, b.global_crops)
+            assert torch.equal(a.masks, b.masks) and np.array_equal(a.indices, b.indices)
+    with pytest.raises(ValueError, match="num_workers must be >= 0"):
+        BatchStream(images, views, start=0, end=1, num_workers=-1, **BATCH_KW)
 
 
 def test_select_records_filters(data: Path):
@@ -281,6 +296,13 @@ def test_optimizer_state_loads_weights_only(tmp_path: Path, data: Path):
     ck = load_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints"))
     assert ck.step == 2 and ck.optimizer["state"]  # AdamW moments present
     assert ck.meta["images_seen"] == 2 * cfg.batch_size
+
+
+def test_loader_workers_train_the_same_weights(data: Path, tmp_path: Path):
+    pretrain(_cfg(), tmp_path / "w0", data_dir=data)
+    pretrain(_cfg(num_workers=2), tmp_path / "w2", data_dir=data)
+    a, b = _final_state(tmp_path / "w0"), _final_state(tmp_path / "w2")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_with_another_config_is_refused(data: Path, tmp_path: Path):

@@ -22,6 +22,7 @@ from raddino_lib.ssl.masking import MaskGenerator, sample_masks
 from raddino_lib.ssl.views import MultiCropViews
 
 __all__ = [
+    "BatchStream",
     "PretrainBatch",
     "PretrainImages",
     "batch_positions",
@@ -133,6 +134,15 @@ class PretrainBatch:
     masks: torch.Tensor
     indices: np.ndarray
 
+    def pin(self) -> PretrainBatch:
+        """The batch in page-locked memory (a faster, asynchronous copy to a GPU)."""
+        return PretrainBatch(
+            self.global_crops.pin_memory(),
+            None if self.local_crops is None else self.local_crops.pin_memory(),
+            self.masks.pin_memory(),
+            self.indices,
+        )
+
     def to(self, device: torch.device | str) -> PretrainBatch:
         return PretrainBatch(
             self.global_crops.to(device, non_blocking=True),
@@ -192,3 +202,66 @@ def make_batch(
     else:
         masks = torch.zeros(2 * b, n, dtype=torch.bool)
     return PretrainBatch(global_crops, local_crops, masks, idx[rank * b : (rank + 1) * b])
+
+
+class BatchStream(torch.utils.data.Dataset):
+    """The batches of steps ``start .. end - 1``, in order, built by :func:`make_batch`.
+
+    With ``num_workers > 0`` a ``DataLoader`` builds the next steps' batches in worker
+    processes (``prefetch`` steps ahead per worker) while the model trains on the current
+    one; each batch is a pure function of its step, so the batches are identical to the
+    ``num_workers = 0`` ones, and a resumed run sees the same stream. Workers run one torch
+    thread each. ``pin_memory`` speeds the copy to a GPU.
+
+    Iterating yields :class:`PretrainBatch` objects on the CPU.
+    """
+
+    def __init__(
+        self,
+        images: PretrainImages,
+        views: MultiCropViews,
+        *,
+        start: int,
+        end: int,
+        num_workers: int = 0,
+        prefetch: int = 2,
+        pin_memory: bool = False,
+        **batch_kw,
+    ) -> None:
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.images, self.views, self.batch_kw = images, views, batch_kw
+        self.start, self.end = int(start), int(end)
+        self.num_workers, self.prefetch, self.pin_memory = num_workers, prefetch, pin_memory
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+    def __getitem__(self, i: int) -> PretrainBatch:
+        return make_batch(self.images, self.views, step=self.start + int(i), **self.batch_kw)
+
+    def __iter__(self):
+        if self.num_workers == 0:
+            for i in range(len(self)):
+                batch = self[i]
+                yield batch.pin() if self.pin_memory else batch
+            return
+        loader = torch.utils.data.DataLoader(
+            self,
+            batch_size=None,
+            shuffle=False,
+            num_workers=self.num_workers,
+            prefetch_factor=self.prefetch,
+            pin_memory=self.pin_memory,
+            worker_init_fn=_one_thread,
+            collate_fn=_identity,
+        )
+        yield from loader
+
+
+def _one_thread(_worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _identity(x):
+    return x

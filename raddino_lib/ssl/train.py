@@ -33,9 +33,9 @@ from raddino_lib.config import Config
 from raddino_lib.models.backbone import BackboneSpec, ViTBackbone, spec_from_config
 from raddino_lib.ssl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from raddino_lib.ssl.data import (
+    BatchStream,
     PretrainBatch,
     PretrainImages,
-    make_batch,
     select_pretrain_records,
     step_seed,
 )
@@ -393,13 +393,14 @@ def pretrain(
         save_snapshot(run_dir, 0, model)
     metrics_fh = open(run_dir / "metrics.jsonl", "a") if rank == 0 else None  # noqa: SIM115
     try:
-        for step in range(start, end):
-            ts = time.perf_counter()
-            torch.manual_seed(step_seed(cfg.seed, step, 0xD409, rank))
-            batch = make_batch(
+        stream = iter(
+            BatchStream(
                 images,
                 views,
-                step=step,
+                start=start,
+                end=end,
+                num_workers=cfg.num_workers,
+                pin_memory=device.type == "cuda",
                 seed=cfg.seed,
                 global_batch=cfg.batch_size,
                 patch_size=cfg.patch_size,
@@ -409,7 +410,12 @@ def pretrain(
                 rank=rank,
                 world_size=world,
                 mask_generator=mask_gen,
-            ).to(device)
+            )
+        )
+        for step in range(start, end):
+            ts = time.perf_counter()
+            torch.manual_seed(step_seed(cfg.seed, step, 0xD409, rank))
+            batch = next(stream).to(device)
             td = time.perf_counter()
             sched = schedules.at(step)
             out, grad_norms = train_step(model, optimizer, batch, sched, student, autocast)
