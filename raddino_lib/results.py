@@ -1,5 +1,10 @@
 """Chapter results as data: ``results/<preset>/<chapter>.json``.
 
+A run on a real dataset (the ``dataset`` parameter) also keeps its own copy,
+``results/<preset>/<chapter>@<adapter>.json``, so running one chapter on several datasets
+(Tables 3 and 4 come from three) leaves every dataset's numbers on disk; the plain file is
+always the latest run, the one the chapter renders.
+
 Each chapter writes its numbers here and renders its tables from what it wrote, so the prose
 of the book and the numbers of the run cannot drift apart.
 """
@@ -53,12 +58,19 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def results_path(chapter: str, preset: str) -> Path:
+def results_path(chapter: str, preset: str, dataset: str | None = None) -> Path:
+    """``results/<preset>/<chapter>.json``, or the per-dataset copy's path
+    (``<chapter>@<adapter>.json``, the adapter's canonical name) when ``dataset`` is given."""
+    if dataset:
+        from raddino_lib.data.adapters import adapter_name
+
+        return results_dir(preset) / f"{chapter}@{adapter_name(dataset)}.json"
     return results_dir(preset) / f"{chapter}.json"
 
 
 def save_results(chapter: str, cfg: Config, data: dict[str, Any]) -> Path:
-    """Write ``data`` with provenance (config, commit, versions, date) atomically."""
+    """Write ``data`` with provenance (config, commit, versions, date) atomically, plus the
+    per-dataset copy when ``cfg.dataset`` is set; returns the plain file's path."""
     import torch
 
     payload = {
@@ -75,14 +87,18 @@ def save_results(chapter: str, cfg: Config, data: dict[str, Any]) -> Path:
         "config": cfg.to_dict(),
         "results": _plain(data),
     }
+    text = json.dumps(payload, indent=2, sort_keys=False) + "\n"
     path = results_path(chapter, cfg.preset)
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, text)
+    if cfg.dataset:
+        atomic_write_text(results_path(chapter, cfg.preset, cfg.dataset), text)
     return path
 
 
-def load_results(chapter: str, preset: str) -> dict[str, Any]:
-    """Read what :func:`save_results` wrote (the ``results`` part)."""
-    path = results_path(chapter, preset)
+def load_results(chapter: str, preset: str, dataset: str | None = None) -> dict[str, Any]:
+    """Read what :func:`save_results` wrote (the ``results`` part): the latest run, or the
+    latest on ``dataset``."""
+    path = results_path(chapter, preset, dataset)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} does not exist: run the chapter first (raddino chapter {chapter} "

@@ -91,3 +91,10 @@ def test_results_round_trip(tmp_path, monkeypatch):
     assert not math.isnan(back["a"])
     with pytest.raises(FileNotFoundError, match="raddino chapter 02_y"):
         load_results("02_y", "smoke")
+    # a real dataset's run also keeps its own copy; the plain file is the latest run
+    save_results("01_x", rc.make_config("smoke", dataset="candid"), {"v": 1})
+    save_results("01_x", rc.make_config("smoke", dataset="rsna"), {"v": 2})
+    assert load_results("01_x", "smoke", "candid") == {"v": 1}
+    assert load_results("01_x", "smoke", "rsna_pneumonia") == {"v": 2}
+    assert load_results("01_x", "smoke") == {"v": 2}
+    assert (tmp_path / "results" / "smoke" / "01_x@candid_ptx.json").is_file()
