@@ -146,15 +146,27 @@ def chapter_names(root: str | Path | None = None) -> list[str]:
 # One chapter
 
 
+def resolve_chapter(root: Path, name: str) -> str:
+    """A chapter's file stem from its full name (``03_classification``) or its name without
+    the number (``classification``, when exactly one chapter has it).
+
+    Raises:
+        FileNotFoundError: no such chapter (the message lists the chapters).
+    """
+    available = sorted(p.stem for p in (root / "chapters").glob("*.py"))
+    if name in available:
+        return name
+    short = [a for a in available if a.partition("_")[2] == name]
+    if len(short) == 1:
+        return short[0]
+    raise FileNotFoundError(
+        f"no chapter {name!r}: {root / 'chapters' / (name + '.py')} does not exist. "
+        f"Available chapters: {', '.join(available) or '(none)'}"
+    )
+
+
 def _chapter_source(root: Path, name: str) -> Path:
-    src = root / "chapters" / f"{name}.py"
-    if not src.is_file():
-        available = sorted(p.stem for p in (root / "chapters").glob("*.py"))
-        raise FileNotFoundError(
-            f"no chapter {name!r}: {src} does not exist. "
-            f"Available chapters: {', '.join(available) or '(none)'}"
-        )
-    return src
+    return root / "chapters" / f"{resolve_chapter(root, name)}.py"
 
 
 def load_chapter_notebook(src: str | Path) -> Any:
@@ -256,6 +268,7 @@ def run_chapter(
     params = dict(params or {})
     preset = params.pop("preset", None) or preset
     validate_overrides({"preset": preset, **params})
+    name = resolve_chapter(root, name)
     src = _chapter_source(root, name)
     nb = load_chapter_notebook(src)
 

@@ -102,7 +102,7 @@ def test_dataset_fields_resolve_through_the_adapter(project: Path, tmp_path: Pat
 def test_chapter3_runs_on_a_vindr_tree(project: Path, tmp_path: Path, capsys):
     src = vindr_fixture(tmp_path / "VinDr-CXR")
     code = cli.main([
-        "chapter", "03_classification", "--preset", "smoke", "--root", str(project),
+        "chapter", "classification", "-p", "preset", "smoke", "--root", str(project),
         "--no-progress", "-p", "dataset", "vindr", "-p", "data_root", str(src),
     ])  # fmt: skip
     out = capsys.readouterr()
