@@ -168,6 +168,35 @@ def test_multilabel_logistic_matches_sklearn_per_column():
         np.testing.assert_allclose(z[:, j], ref.decision_function(x), atol=1e-3)
 
 
+def test_joint_fit_of_masked_columns_is_separate_fits_and_float32_agrees():
+    """The probe fits every seed (a row mask per column) and every C as columns of one fit:
+    each column must be the fit it would be alone; float32 must agree with float64."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    n, d = 300, 15
+    x = rng.normal(size=(n, d))
+    y = (x @ rng.normal(size=(d, 2)) + rng.normal(size=(n, 2)) > 0).astype(float)
+    masks = [rng.random((n, 2)) > 0.2 for _ in range(3)]
+    kw = dict(tol=1e-9, max_iter=3000)
+    joint = fit_multilabel_logistic(x, np.tile(y, (1, 3)), [0.1, 1.0] * 3,
+                                    mask=np.concatenate(masks, axis=1), **kw)  # fmt: skip
+    for i, m in enumerate(masks):
+        alone = fit_multilabel_logistic(x, y, [0.1, 1.0], mask=m, **kw)
+        np.testing.assert_allclose(
+            joint.columns(2 * i, 2 * i + 2).decision_function(x),
+            alone.decision_function(x),
+            atol=1e-4,
+        )
+    f32 = fit_multilabel_logistic(x, y, 0.1, mask=masks[0], dtype=torch.float32)
+    f64 = fit_multilabel_logistic(x, y, 0.1, mask=masks[0])
+    np.testing.assert_allclose(f32.decision_function(x), f64.decision_function(x), atol=1e-2)
+    assert f32.coef.dtype == np.float64  # the model is float64 whatever the solver's precision
+    with pytest.raises(ValueError, match="dtype must be"):
+        fit_multilabel_logistic(x, y, 0.1, dtype=torch.float16)
+    assert joint.tile(2).coef.shape == (12, d)
+
+
 def test_metadata_probe_chooses_the_feature_kind_on_the_inner_split():
     rng = np.random.default_rng(3)
     n = 300

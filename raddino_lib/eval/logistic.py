@@ -30,6 +30,14 @@ class MultiLabelLogistic:
         self.coef = coef
         self.intercept = intercept
 
+    def columns(self, start: int, stop: int) -> MultiLabelLogistic:
+        """The sub-model of output columns ``start .. stop - 1``."""
+        return MultiLabelLogistic(self.coef[start:stop].copy(), self.intercept[start:stop].copy())
+
+    def tile(self, times: int) -> MultiLabelLogistic:
+        """``times`` copies of the columns side by side (a warm start for a joint fit)."""
+        return MultiLabelLogistic(np.tile(self.coef, (times, 1)), np.tile(self.intercept, times))
+
     def decision_function(self, x: np.ndarray) -> np.ndarray:
         """``x [N, D]`` -> logits ``[N, F]``."""
         return np.asarray(x, dtype=np.float64) @ self.coef.T + self.intercept
@@ -44,6 +52,7 @@ def fit_multilabel_logistic(
     max_iter: int = 500,
     tol: float = 1e-6,
     init: MultiLabelLogistic | None = None,
+    dtype: torch.dtype = torch.float64,
 ) -> MultiLabelLogistic:
     """Fit one logistic regression per column of ``y``.
 
@@ -56,28 +65,34 @@ def fit_multilabel_logistic(
         tol: gradient tolerance on the objective divided by ``N`` (1e-6 gives decision
             functions within ~1e-3 of scikit-learn's at tight tolerance).
         init: warm start (e.g. the solution for a neighbouring C or training subset).
+        dtype: the solver's precision. ``torch.float32`` halves the memory traffic of the
+            matrix products, which bound the time on a CPU; on the book's probes it gave the
+            same AUPRCs to 3-4 decimals (decision functions within ~0.1 where the
+            float64 solver had not converged either).
 
     Returns:
         :class:`MultiLabelLogistic` with ``coef [F, D]``, ``intercept [F]``.
     """
-    xt = torch.as_tensor(np.asarray(x, dtype=np.float64))
-    yt = torch.as_tensor(np.nan_to_num(np.asarray(y, dtype=np.float64)))
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float64)).to(dtype)
+    yt = torch.as_tensor(np.nan_to_num(np.asarray(y, dtype=np.float64))).to(dtype)
     if yt.ndim != 2 or len(yt) != len(xt):
         raise ValueError(f"x {tuple(xt.shape)} and y {tuple(yt.shape)} must be [N, D], [N, F]")
     n, d = xt.shape
     f = yt.shape[1]
-    m = torch.ones_like(yt) if mask is None else torch.as_tensor(mask, dtype=torch.float64)
+    m = torch.ones_like(yt) if mask is None else torch.as_tensor(mask).to(dtype)
     if m.shape != yt.shape:
         raise ValueError(f"mask {tuple(m.shape)} must match y {tuple(yt.shape)}")
-    cv = torch.as_tensor(np.broadcast_to(np.asarray(c, dtype=np.float64), (f,)).copy())
+    cv = torch.as_tensor(np.broadcast_to(np.asarray(c, dtype=np.float64), (f,)).copy()).to(dtype)
     if (cv <= 0).any():
         raise ValueError(f"C must be positive, got {cv.tolist()}")
     if init is not None and init.coef.shape == (f, d):
-        w = torch.tensor(init.coef.T.copy(), dtype=torch.float64, requires_grad=True)
-        b = torch.tensor(init.intercept.copy(), dtype=torch.float64, requires_grad=True)
+        w = torch.tensor(init.coef.T.copy(), dtype=dtype, requires_grad=True)
+        b = torch.tensor(init.intercept.copy(), dtype=dtype, requires_grad=True)
     else:
-        w = torch.zeros(d, f, dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(f, dtype=torch.float64, requires_grad=True)
+        w = torch.zeros(d, f, dtype=dtype, requires_grad=True)
+        b = torch.zeros(f, dtype=dtype, requires_grad=True)
     scale = 1.0 / n  # same minimiser, better-conditioned objective for the line search
     opt = torch.optim.LBFGS(
         [w, b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-12,
@@ -93,4 +108,5 @@ def fit_multilabel_logistic(
         return loss
 
     opt.step(closure)
-    return MultiLabelLogistic(w.detach().numpy().T.copy(), b.detach().numpy().copy())
+    coef = w.detach().to(torch.float64).numpy().T.copy()
+    return MultiLabelLogistic(coef, b.detach().to(torch.float64).numpy().copy())

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
@@ -19,6 +20,11 @@ from raddino_lib.eval.logistic import fit_multilabel_logistic
 from raddino_lib.eval.metrics import auprc, quantile_bins
 
 C_GRID: tuple[float, ...] = (0.003, 0.03, 0.3)
+# The finding probes' solver precision. The probes are memory-bound matrix products on a CPU;
+# float32, with every C of the grid (and then every seed) fitted as columns of one joint fit,
+# made the 3456-feature ablation probe 5-9x faster than float64 one fit at a time, with the
+# same AUPRCs to 3-4 decimals (2162 x 3456 features, 6 findings, one thread).
+PROBE_DTYPE = torch.float32
 
 
 # Newton-Cholesky (a d x d Hessian per iteration) converges in a few iterations and was 4x
@@ -75,7 +81,8 @@ def finding_probe(
     vary the training split, as in the paper's "5 seeds and training splits") and scored on
     ``test``. Missing or uncertain labels (NaN, -1) are masked per finding. All findings are
     fitted together (:func:`raddino_lib.eval.logistic.fit_multilabel_logistic`: the same
-    solutions as one scikit-learn ``LogisticRegression`` per finding).
+    solutions as one scikit-learn ``LogisticRegression`` per finding), and so are the C grid
+    and then the seeds (more columns of one fit, in :data:`PROBE_DTYPE`).
 
     With several candidate feature sets (a mapping ``{kind: [N, D_kind]}``), the kind is chosen
     once for all findings, by the mean over findings of the best validation AUPRC; test data
@@ -111,13 +118,16 @@ def finding_probe(
     # --- choose C per finding and the feature set (validation only)
     best_kind, best_score, val_by_kind = None, -np.inf, {}
     chosen_c = chosen_val = None
+    c_grid = sorted(c_grid)
+    k = len(cols)
     for kind, (xs, _) in prepared.items():
-        per_c_list, fits, prev = [], [], None
-        for c in sorted(c_grid):  # ascending C, each fit warm-started from the previous one
-            prev = fit_multilabel_logistic(xs[tr], yc[tr], c, mask=okc[tr], init=prev)
-            fits.append(prev)
-            per_c_list.append(_column_auprc(yc, okc, va, prev.decision_function(xs)))
-        c_grid = sorted(c_grid)
+        # every C of the grid at once: one fit of len(c_grid) x k independent columns
+        joint = fit_multilabel_logistic(
+            xs[tr], np.tile(yc[tr], (1, len(c_grid))), np.repeat(c_grid, k),
+            mask=np.tile(okc[tr], (1, len(c_grid))), dtype=PROBE_DTYPE,
+        )  # fmt: skip
+        fits = [joint.columns(i * k, (i + 1) * k) for i in range(len(c_grid))]
+        per_c_list = [_column_auprc(yc, okc, va, f.decision_function(xs)) for f in fits]
         per_c = np.stack(per_c_list) if cols else np.zeros((len(c_grid), 0))
         per_c = np.where(np.isfinite(per_c), per_c, -1.0)
         idx = per_c.argmax(0)
@@ -135,7 +145,8 @@ def finding_probe(
     train_subjects = np.unique(subjects[tr])
     ap = np.full((len(seeds), len(cols)), np.nan)
     roc = np.full_like(ap, np.nan)
-    for si, seed in enumerate(seeds):
+    masks = []
+    for seed in seeds:
         rng = np.random.default_rng(seed)
         keep_subj = rng.choice(
             train_subjects, size=max(2, int(round(subsample * len(train_subjects)))), replace=False
@@ -145,7 +156,14 @@ def finding_probe(
         for j in range(len(cols)):  # a subsample without both classes: use all training rows
             if len(np.unique(yc[mask[:, j], j])) < 2:
                 mask[:, j] = okc[:, j] & tr
-        z = fit_multilabel_logistic(xs, yc, chosen_c, mask=mask, init=start).decision_function(xs)
+        masks.append(mask)
+    # every seed at once: one fit of len(seeds) x k columns, each masked to its subsample
+    joint = fit_multilabel_logistic(
+        xs, np.tile(yc, (1, len(seeds))), np.tile(chosen_c, len(seeds)),
+        mask=np.concatenate(masks, axis=1), init=start.tile(len(seeds)), dtype=PROBE_DTYPE,
+    ) if cols and seeds else None  # fmt: skip
+    for si in range(len(seeds)):
+        z = joint.columns(si * k, (si + 1) * k).decision_function(xs) if joint else None
         for j in range(len(cols)):
             rows = te & okc[:, j]
             ap[si, j] = auprc(yc[rows, j], z[rows, j])
