@@ -5,6 +5,7 @@
 #                   kernelspec inside the venv, and chapters/*.ipynb paired from chapters/*.py
 #   make test       setup (+ Debian chromium for the browser tests), then the test suite
 #   make book       run every chapter at PRESET (default laptop), HTML in book/_build/html
+#   make bench      benchmarks against the peers (benchmarks/bench.py; installs lightly)
 #   make lint       ruff
 #   make clean      remove build products (keeps .venv; `make distclean` removes it too)
 
@@ -23,7 +24,7 @@ SETUP_STAMP := $(STAMPS)/setup
 CHAPTER_PY := $(wildcard chapters/*.py)
 CHAPTER_NB := $(CHAPTER_PY:.py=.ipynb)
 
-.PHONY: help setup notebooks book browser test lint format clean distclean
+.PHONY: help setup notebooks book browser test bench lint format clean distclean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -79,6 +80,12 @@ browser:
 
 test: setup browser
 	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS))
+
+# Benchmarks (outside the test suite): BENCH="embed mfu" runs some, BENCH_ARGS=--quick small.
+BENCH ?=
+bench: setup
+	$(BIN)/python -m pip install --quiet 'lightly>=1.5' || echo "make: lightly not installed; the pretraining-step benchmark is skipped" >&2
+	$(BIN)/python benchmarks/bench.py $(BENCH) $(BENCH_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

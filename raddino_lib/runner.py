@@ -17,18 +17,21 @@ fails loudly where Jupyter Book would only warn.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from raddino_lib.atomic import atomic_path
+from raddino_lib.atomic import atomic_path, atomic_write_text
 from raddino_lib.config import DEFAULT_PRESET, ParameterError, validate_overrides
 from raddino_lib.environ import temporary_env
 
@@ -277,7 +280,8 @@ def run_chapter(
     failed_path = out_dir / f"{name}.failed.ipynb"
     parameters = {"preset": preset, **{k: _jsonable(v) for k, v in params.items()}}
 
-    with atomic_path(out_path, suffix=".ipynb") as tmp:
+    t0 = time.perf_counter()
+    with atomic_path(out_path, suffix=".ipynb") as tmp, PeakMemory() as mem:
         try:
             with temporary_env(RADDINO_ROOT=str(root)):
                 papermill.execute_notebook(
@@ -298,7 +302,63 @@ def run_chapter(
             msg, info = _failure_message(name, exc, kept)
             raise ChapterFailed(msg, chapter=name, notebook=kept, **info) from exc
     failed_path.unlink(missing_ok=True)
+    record_timing(root, preset, name, time.perf_counter() - t0, mem.peak_mb)
     return out_path
+
+
+class PeakMemory:
+    """Peak resident memory (MB) of this process and all its children (the chapter's kernel),
+    sampled every ``interval`` seconds by a background thread while the block runs."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while True:
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak_mb = max(self.peak_mb, total / 2**20)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def record_timing(root: Path, preset: str, chapter: str, seconds: float, peak_mb: float) -> Path:
+    """Merge one chapter's wall time and peak memory into ``results/<preset>/_timings.json``
+    (the book benchmark reads it), in the table of contents' order."""
+    path = root / "results" / preset / "_timings.json"
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        data = {}
+    data[chapter] = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak_mb, 1)}
+    try:
+        order = {n: i for i, n in enumerate(chapter_names(root))}
+    except FileNotFoundError:
+        order = {}
+    data = dict(sorted(data.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+    return path
 
 
 # --------------------------------------------------------------------------------------------

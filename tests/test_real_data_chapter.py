@@ -107,6 +107,9 @@ def test_chapter3_runs_on_a_vindr_tree(project: Path, tmp_path: Path, capsys):
     ])  # fmt: skip
     out = capsys.readouterr()
     assert code == 0, out.err[-3000:]
+    timing = json.loads((project / "results" / "smoke" / "_timings.json").read_text())
+    assert timing["03_classification"]["seconds"] > 1
+    assert timing["03_classification"]["peak_rss_mb"] > 100  # the kernel's memory is counted
     res = json.loads((project / "results" / "smoke" / "03_classification.json").read_text())
     r = res["results"]
     assert res["config"]["dataset"] == "vindr" and r["data"] == {"name": "vindr", "images": 56}

@@ -1,0 +1,296 @@
+"""`make bench`: each figure measured in one run against the peer a user would otherwise pick,
+with the outputs checked for agreement before the speed counts (issue 10).
+
+    python benchmarks/bench.py [embed] [mfu] [phantom] [probe] [pretrain] [book] [--quick]
+
+- embed:    raddino's batched bf16 embedding of a folder of images vs the microsoft/rad-dino
+            model-card recipe (transformers AutoModel + AutoImageProcessor, fp32, one image at
+            a time) on the same randomly initialised ViT-B/14 at 518 (built locally, never
+            downloaded); agreement: CLS cosine >= 0.99 for every image.
+- mfu:      the ViT-B/14-at-518 forward's FLOP/s in bf16 against this CPU's measured bf16
+            matmul peak.
+- phantom:  phantom generation, images/s at 256 and 518 px.
+- probe:    the finding probe (5 seeds x 6 findings) on 10k cached 1536-d embeddings.
+- pretrain: this engine's training step vs lightly's DINOv2 example step (needs `lightly`,
+            `pip install -e '.[bench]'`); skipped with a message when lightly is missing.
+- book:     per-chapter wall time and peak memory of the last `make book` run at each preset
+            (``results/<preset>/_timings.json``, written by the chapter runner).
+
+Prints one line per figure and a JSON summary (also written to ``results/bench.json``); exits 1
+when an agreement check fails, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("embed", "mfu", "phantom", "probe", "pretrain", "book")
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
+
+
+def _timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+# ------------------------------------------------------------------------------ embed
+def vit_b14_folder(folder: Path, image_size: int = 518) -> Path:
+    """A transformers Dinov2Model folder of RAD-DINO's architecture (ViT-B/14, random weights,
+    seed 0) with RAD-DINO's image processor settings."""
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    cfg = Dinov2Config(
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        patch_size=14, image_size=image_size, layerscale_value=1e-5,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Dinov2Model(cfg).eval().save_pretrained(folder)
+    BitImageProcessor(
+        do_resize=True, size={"shortest_edge": image_size}, resample=3, do_center_crop=True,
+        crop_size={"height": image_size, "width": image_size}, do_rescale=True,
+        rescale_factor=1 / 255, do_normalize=True, image_mean=[0.5307] * 3,
+        image_std=[0.2583] * 3, do_convert_rgb=True,
+    ).save_pretrained(folder)  # fmt: skip
+    return folder
+
+
+def image_folder(folder: Path, n: int, side: int) -> Path:
+    """``n`` 8-bit grey PNG chest phantoms (``side`` px) with a records.csv (the generic
+    format), as a user's JPEG/PNG folder would be."""
+    from PIL import Image
+
+    from raddino_lib.data.phantom import generate_dataset
+    from raddino_lib.data.records import load_image, load_records
+
+    src = folder / "phantom"
+    generate_dataset(src, n, size=side, seed=0, progress=False)
+    recs = load_records(src)
+    (folder / "png").mkdir(parents=True, exist_ok=True)
+    paths = []
+    for _, row in recs.iterrows():
+        img = load_image(src, row)
+        p = f"png/{row['image_id']}.png"
+        Image.fromarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)).save(folder / p)
+        paths.append(p)
+    recs = recs.assign(path=paths, mask_path="")
+    recs.to_csv(folder / "records.csv", index=False)
+    return folder
+
+
+def bench_embed(quick: bool) -> dict[str, Any]:
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModel
+
+    from raddino_lib.data.records import load_records
+    from raddino_lib.eval.cache import cached_embeddings
+    from raddino_lib.models.registry import load_encoder
+
+    n = 4 if quick else 16
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model_dir = vit_b14_folder(tmp / "vit-b14")
+        data = image_folder(tmp / "data", n, 518)
+        recs = load_records(data)
+        files = [data / p for p in recs["path"]]
+
+        # the model card's recipe: fp32, one image at a time
+        torch.set_num_threads(os.cpu_count() or 1)
+        model = AutoModel.from_pretrained(model_dir).eval()
+        proc = AutoImageProcessor.from_pretrained(model_dir)
+        ref = []
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for f in files:
+                inputs = proc(images=Image.open(f), return_tensors="pt")
+                ref.append(model(**inputs).pooler_output[0].float().numpy())
+        t_ref = time.perf_counter() - t
+        ref = np.stack(ref)
+        del model
+
+        enc = load_encoder(str(model_dir))
+        t = time.perf_counter()
+        got = cached_embeddings(enc, data, recs, batch_size=8, progress=False, cache=False)
+        t_ours = time.perf_counter() - t
+        cos = np.sum(ref * got["cls"], 1) / (
+            np.linalg.norm(ref, axis=1) * np.linalg.norm(got["cls"], axis=1)
+        )
+    ok = bool(cos.min() >= 0.99)
+    return {
+        "images": n, "reference_s": round(t_ref, 2), "raddino_s": round(t_ours, 2),
+        "ratio": round(t_ref / t_ours, 2), "goal": 5.0,
+        "cls_cosine_min": round(float(cos.min()), 5), "agree": ok,
+        "line": f"embed: {n} images ViT-B/14@518, model-card fp32 {t_ref / n:.2f} s/img, raddino "
+        f"{t_ours / n:.2f} s/img -> {t_ref / t_ours:.2f}x (goal 5x); CLS cosine min "
+        f"{cos.min():.4f} ({'ok' if ok else 'DISAGREE'})",
+    }  # fmt: skip
+
+
+# -------------------------------------------------------------------------------- mfu
+def matmul_peak(dtype: torch.dtype = torch.bfloat16, n: int = 4096, iters: int = 10) -> float:
+    """FLOP/s of an ``n x n`` matmul in ``dtype``, best of three timings."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm up
+    s = _timed(lambda: [a @ b for _ in range(iters)], repeat=3)
+    return 2 * n**3 * iters / s
+
+
+def vit_forward_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc, torch.inference_mode():
+        model(x)
+    return int(fc.get_total_flops())
+
+
+def bench_mfu(quick: bool) -> dict[str, Any]:
+    from raddino_lib.config import make_config
+    from raddino_lib.models.backbone import ViTBackbone, spec_from_config
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    peak = matmul_peak(iters=3 if quick else 10)
+    spec = spec_from_config(make_config("paper"))  # ViT-B/14 at 518, as RAD-DINO
+    model = ViTBackbone(spec).eval()
+    model.set_fused_attention(True)
+    batch = 1 if quick else 4
+    x = torch.randn(batch, 3, spec.image_size, spec.image_size)
+    flops = vit_forward_flops(model, x)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+        s = _timed(lambda: model(x), repeat=2 if quick else 3)
+    achieved = flops / s
+    return {
+        "bf16_matmul_peak_tflops": round(peak / 1e12, 3), "vit_b14_518_forward_gflop_per_image":
+        round(flops / batch / 1e9, 1), "batch": batch, "seconds": round(s, 3),
+        "achieved_tflops": round(achieved / 1e12, 3), "mfu": round(achieved / peak, 3),
+        "goal": 0.70,
+        "line": f"mfu: ViT-B/14@518 forward bf16, batch {batch}: {achieved / 1e12:.2f} TFLOP/s of "
+        f"a {peak / 1e12:.2f} TFLOP/s bf16 matmul peak = {achieved / peak:.0%} (goal 70%)",
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- phantom
+def bench_phantom(quick: bool) -> dict[str, Any]:
+    from raddino_lib.data.phantom import generate_dataset
+
+    out: dict[str, Any] = {}
+    parts = []
+    for side, n in ((256, 8 if quick else 64), (518, 4 if quick else 16)):
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            generate_dataset(Path(tmp) / "p", n, size=side, seed=0, progress=False)
+            s = time.perf_counter() - t
+        out[f"images_per_s_{side}"] = round(n / s, 2)
+        parts.append(f"{n / s:.1f} img/s at {side}")
+    out["line"] = "phantom: " + ", ".join(parts)
+    return out
+
+
+# ------------------------------------------------------------------------------ probe
+def bench_probe(quick: bool) -> dict[str, Any]:
+    import pandas as pd
+
+    from raddino_lib.eval.probe import finding_probe
+
+    n, d, f = (2000, 384, 6) if quick else (10000, 1536, 6)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    w = rng.normal(size=(d, f)) / np.sqrt(d)
+    y = (x @ w + rng.normal(size=(n, f)) > 1.0).astype(float)
+    subjects = np.arange(n) // 2
+    split = np.where(subjects % 20 < 14, "train", np.where(subjects % 20 < 17, "val", "test"))
+    labels = pd.DataFrame(y, columns=[f"finding_{j}" for j in range(f)])
+    s = _timed(lambda: finding_probe(x, labels, split, subjects, seeds=range(5)))
+    return {
+        "embeddings": n, "dims": d, "findings": f, "seeds": 5, "seconds": round(s, 2),
+        "line": f"probe: 5 seeds x {f} findings on {n} x {d} embeddings: {s:.1f} s",
+    }  # fmt: skip
+
+
+# --------------------------------------------------------------------------- pretrain
+def bench_pretrain(quick: bool) -> dict[str, Any]:
+    try:
+        import lightly  # noqa: F401
+    except ImportError:
+        msg = "pretrain: skipped (lightly is not installed: pip install -e '.[bench]')"
+        return {"skipped": True, "line": msg}
+    from benchmarks.lightly_step import compare_steps  # type: ignore[import-not-found]
+
+    return compare_steps(quick)
+
+
+# ------------------------------------------------------------------------------- book
+def bench_book(quick: bool) -> dict[str, Any]:
+    del quick
+    out: dict[str, Any] = {}
+    lines = []
+    for preset in ("smoke", "laptop"):
+        path = ROOT / "results" / preset / "_timings.json"
+        if not path.is_file():
+            lines.append(f"{preset}: no timings yet (make book PRESET={preset})")
+            continue
+        t = json.loads(path.read_text())
+        total = sum(v["seconds"] for v in t.values())
+        peak = max(v.get("peak_rss_mb", 0) for v in t.values())
+        out[preset] = {"chapters": t, "total_s": round(total, 1), "peak_rss_mb": peak}
+        per = ", ".join(f"{k[:2]} {v['seconds'] / 60:.1f}" for k, v in t.items())
+        lines.append(f"{preset} {total / 60:.1f} min, peak {peak:.0f} MB ({per} min)")
+    out["line"] = "book: " + "; ".join(lines)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("sections", nargs="*", default=list(SECTIONS), help=f"of {SECTIONS}")
+    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    args = ap.parse_args(argv)
+    bad = [s for s in args.sections if s not in SECTIONS]
+    if bad:
+        print(f"unknown sections {bad}; choose from {SECTIONS}", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT))
+    fns = {"embed": bench_embed, "mfu": bench_mfu, "phantom": bench_phantom,
+           "probe": bench_probe, "pretrain": bench_pretrain, "book": bench_book}  # fmt: skip
+    summary: dict[str, Any] = {"machine": _machine(), "quick": args.quick}
+    print(f"machine: {summary['machine']}", flush=True)
+    for name in args.sections:
+        res = fns[name](args.quick)
+        summary[name] = res
+        print(res["line"], flush=True)
+    (ROOT / "results").mkdir(exist_ok=True)
+    (ROOT / "results" / "bench.json").write_text(json.dumps(summary, indent=1) + "\n")
+    failed = [k for k, v in summary.items() if isinstance(v, dict) and v.get("agree") is False]
+    if failed:
+        print(f"outputs disagree in: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
