@@ -21,7 +21,7 @@ from raddino_lib.ssl.masking import sample_masks
 from raddino_lib.ssl.schedules import build_schedules
 from raddino_lib.ssl.train import build_model, resolve_device, resolve_precision, train_step
 
-__all__ = ["StepTiming", "benchmark_step"]
+__all__ = ["StepTiming", "benchmark_step", "synthetic_batch"]
 
 
 @dataclass
@@ -35,6 +35,23 @@ class StepTiming:
     params_backbone: int
 
 
+def synthetic_batch(cfg: Config, batch: int, seed: int = 0) -> PretrainBatch:
+    """A random multi-crop batch of ``batch`` images with the preset's crops and block masks:
+    ``global_crops [2 * batch, 1, G, G]``, ``local_crops [n_local * batch, 1, L, L]`` or None,
+    ``masks [2 * batch, (G / patch)^2]``."""
+    gen = torch.Generator().manual_seed(seed)
+    g, loc = cfg.global_crop_size, cfg.local_crop_size
+    grid = g // cfg.patch_size
+    return PretrainBatch(
+        torch.rand(2 * batch, 1, g, g, generator=gen),
+        torch.rand(cfg.n_local_crops * batch, 1, loc, loc, generator=gen)
+        if cfg.n_local_crops
+        else None,
+        sample_masks(2 * batch, grid, cfg.mask_sample_prob, cfg.mask_ratio, generator=seed),
+        torch.arange(batch).numpy(),
+    )
+
+
 def benchmark_step(cfg: Config, batch: int, steps: int = 2, warmup: int = 1) -> StepTiming:
     """Time ``steps`` training steps (:func:`raddino_lib.ssl.train.train_step`, the loop's own)
     of ``batch`` images after ``warmup`` untimed ones."""
@@ -44,14 +61,7 @@ def benchmark_step(cfg: Config, batch: int, steps: int = 2, warmup: int = 1) -> 
     model, opt = build_model(cfg, spec, device)
     model.train()
     sched = build_schedules(cfg).at(cfg.warmup_steps)  # peak lr, past the warm-up
-    g, loc = cfg.global_crop_size, cfg.local_crop_size
-    grid = g // cfg.patch_size
-    data = PretrainBatch(
-        torch.rand(2 * batch, 1, g, g),
-        torch.rand(cfg.n_local_crops * batch, 1, loc, loc) if cfg.n_local_crops else None,
-        sample_masks(2 * batch, grid, cfg.mask_sample_prob, cfg.mask_ratio, generator=0),
-        torch.arange(batch).numpy(),
-    ).to(device)
+    data = synthetic_batch(cfg, batch).to(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     times = []
     for i in range(warmup + steps):
