@@ -140,6 +140,22 @@ def test_random_and_pixels_sources():
     torch.testing.assert_close(out.cls, ((down.clamp(0, 1) - 0.5) / 0.25).flatten(1))
 
 
+def test_blank_encoder_gives_zero_tokens_of_its_geometry():
+    """The report chapter's no-image row: zeros of the stated token grid and width, any input."""
+    enc = load_encoder("blank:32:8:12", name="nothing")
+    out = enc.encode(_x(2, 48), layers=(-1,))
+    assert enc.name == "nothing" and enc.describe()["embed_dim"] == 12
+    assert out.cls.shape == (2, 12) and out.patches.shape == (2, 4, 4, 12)
+    assert out.layers[0].shape == (2, 4, 4, 12)
+    assert not out.cls.any() and not out.patches.any() and not out.layers[0].any()
+    assert enc.identity() != load_encoder("blank:32:8:16").identity()
+    assert load_encoder("blank").grid_size() == 8  # 64 px, patch 8
+    with pytest.raises(EncoderError, match="blank:SIDE:PATCH:DIM"):
+        load_encoder("blank:32:8")
+    with pytest.raises(EncoderError, match="not a multiple"):
+        load_encoder("blank:30:8:4")
+
+
 def test_preprocess_resizes_shorter_side_then_centre_crops():
     p = Preprocess(4, mean=(0.0, 0.5, 1.0), std=(1.0, 0.5, 2.0), channels=3)
     x = torch.zeros(1, 1, 8, 32)

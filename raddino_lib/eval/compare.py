@@ -54,7 +54,10 @@ NO_MIM = "RAD-DINO-mini (no MIM)"
 CONTROL = "RAD-DINO-mini-control"
 CONTROL_COHORTS: tuple[str, ...] = ("icu",)
 CONTROL_COHORTS_REAL: tuple[str, ...] = ("mimic_cxr",)
-_OPT_IN = (NO_MIM, CONTROL)
+#: No image: zero tokens of RAD-DINO-mini's geometry (the report chapter's prior-only row, what
+#: a generator writes from the training reports alone); opt-in like NO_MIM.
+NO_IMAGE = "no image (text prior)"
+_OPT_IN = (NO_MIM, CONTROL, NO_IMAGE)
 #: Not an encoder: the phantom's true anatomy parameters, the ceiling of what images show.
 ORACLE = "phantom anatomy (oracle)"
 
@@ -78,6 +81,7 @@ OPT_IN_ROLES: dict[str, tuple[str, str, str]] = {
         "image only (DINOv2 recipe)",
         "phantom train split, ICU cohort only (MIMIC-CXR on real data), no text",
     ),
+    NO_IMAGE: ("no paper row: the reports' prior alone", "none", "-"),
 }
 
 
@@ -99,7 +103,7 @@ def book_encoders(
 
     Args:
         include: subset of names (default: all of :data:`ENCODER_ROLES` and the extras;
-            :data:`NO_MIM` and :data:`CONTROL` only when named here).
+            :data:`NO_MIM`, :data:`CONTROL` and :data:`NO_IMAGE` only when named here).
         train: False raises instead of training a missing baseline.
     """
     from raddino_lib.ssl.export import pretrained_encoder
@@ -116,6 +120,9 @@ def book_encoders(
         CONTROL: _vit(
             lambda: pretrained_encoder(replace(cfg, cohorts=control_cohorts(cfg)), train=train),
             CONTROL,
+        ),
+        NO_IMAGE: lambda: load_encoder(
+            f"blank:{cfg.image_size}:{cfg.patch_size}:{cfg.embed_dim}", name=NO_IMAGE
         ),
     }
     for entry in cfg.extra_encoders:

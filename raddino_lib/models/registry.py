@@ -536,6 +536,46 @@ class PixelEncoder(Encoder):
         return d
 
 
+# ------------------------------------------------------------------------------- blank
+class BlankEncoder(Encoder):
+    """No image at all: CLS ``[B, D]`` and patches ``[B, h, w, D]`` are zeros, whatever the
+    input. A generator or probe on it learns only its targets' prior (the report chapter's
+    no-image row); ``image_size``, ``patch_size`` and ``embed_dim`` give it the token count and
+    width of the encoder it stands beside."""
+
+    kind = "blank"
+
+    def __init__(
+        self, image_size: int = 64, patch_size: int = 8, embed_dim: int = 192,
+        name: str | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if image_size % patch_size:
+            raise EncoderError(f"blank: image_size {image_size} is not a multiple of {patch_size}")
+        self.name = name or "no image"
+        self.preprocess = Preprocess(image_size, (0.5,), (0.25,), 1)
+        self.patch_size = patch_size
+        self.embed_dim = embed_dim
+        self.num_layers = 1
+
+    def _extra_id(self) -> dict[str, Any]:
+        return {"patch_size": self.patch_size, "embed_dim": self.embed_dim}
+
+    def forward_features(self, x: torch.Tensor, layers: Sequence[int] = ()) -> EncoderOutput:
+        b = x.shape[0]
+        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        patches = x.new_zeros(b, h, w, self.embed_dim)
+        want = _pick(self.num_layers, layers)
+        return EncoderOutput(
+            cls=x.new_zeros(b, self.embed_dim), patches=patches, layers=tuple(patches for _ in want)
+        )
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d.update(embed_dim=self.embed_dim, params_m=0.0)
+        return d
+
+
 # ----------------------------------------------------------------------------- loading
 def _folder_kind(folder: Path) -> str | None:
     cfg_path = folder / "config.json"
@@ -615,6 +655,8 @@ def load_encoder(
         source: one of
             * a :class:`ViTBackbone` or :class:`Encoder` instance;
             * ``"random"`` -- a randomly initialised ViT of ``cfg``'s architecture (``seed``);
+            * ``"blank"`` or ``"blank:SIDE:PATCH:DIM"`` -- no image: zero tokens of that
+              geometry (a prior-only baseline);
             * ``"pixels"`` or ``"pixels:N"`` -- raw pixels at ``N`` px (default
               ``cfg.pixel_floor_size`` or 32);
             * a pretraining run folder (``raddino pretrain --out``; its teacher);
@@ -654,6 +696,14 @@ def _load(source: str | Path | nn.Module, *, name: str | None, cfg: Any, seed: i
     if src == "pixels" or src.startswith("pixels:"):
         size = int(src.split(":", 1)[1]) if ":" in src else getattr(cfg, "pixel_floor_size", 32)
         return PixelEncoder(size, name)
+    if src == "blank" or src.startswith("blank:"):
+        try:
+            dims = [int(v) for v in src.split(":")[1:]]
+            if len(dims) not in (0, 3):
+                raise ValueError
+        except ValueError:
+            raise EncoderError(f"{src!r}: use 'blank' or 'blank:SIDE:PATCH:DIM'") from None
+        return BlankEncoder(*dims, name=name)
     if src.startswith("timm:"):
         arch, _, weights = src[5:].partition("=")
         return _timm_encoder(arch, Path(weights) if weights else None, name)
