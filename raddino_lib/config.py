@@ -293,6 +293,10 @@ _LAPTOP = Config(
     # text-supervised baseline: ~7 CPU minutes; 96 tokens hold 98% of the phantom's reports
     clip_steps=800,
     text_max_len=96,
+    # report generators: 400 steps left every per-class F1 but support devices, no finding
+    # and effusion at 0 (the generators wrote the prior); 2000 (about 15 epochs, 6.4 min per
+    # encoder here) learn cardiomegaly from the image
+    rg_steps=2000,
     # the augmented (paper) probe: 6 epochs x 5 seeds of one encoder take about a minute and
     # a half here; at that few steps the paper's lr (5e-5 over 100 epochs) barely moves the head
     probe_epochs=6,

@@ -14,7 +14,7 @@ from raddino_lib.runner import chapter_names, run_chapter
 REPO = Path(__file__).resolve().parents[1]
 NAME = "07_report_generation"
 ENCODERS = {
-    "text-supervised CLIP", "general-domain DINO", "RAD-DINO-mini",
+    "no image (text prior)", "text-supervised CLIP", "general-domain DINO", "RAD-DINO-mini",
     "RAD-DINO-mini-control",
 }  # fmt: skip
 
