@@ -85,11 +85,16 @@ sweep["x"] = sweep["pretrain_images"].astype(float)
 base = ab.probe_baselines(cfg, [cmp.GENERAL, cmp.TEXT_SUP], root, frontal, FINDINGS)
 results["sweep"] = sweep.to_dict(orient="records")
 results["baselines"] = base.to_dict(orient="records")
-display(sweep[["label", "pretrain_images", "pretrain_steps", "pretrain_seconds", "probed_step",
-               "val_macro", "kind", "seconds"]].set_index("label"))  # fmt: skip
+display(sweep[["label", "pretrain_images", "pretrain_steps", "trained_steps", "pretrain_seconds",
+               "probed_step", "val_macro", "kind", "seconds"]].set_index("label"))  # fmt: skip
 display(Markdown(
-    f"`probed_step`: the snapshot each run was probed at (early stopping on the validation "
-    f"probe for every rung but the last; {cfg.ablation_steps} is the end of the run)."))  # fmt: skip
+    f"`probed_step`: the snapshot each run was probed at. Every rung but the last stops early on "
+    f"the validation probe (one seed, every {cfg.ablation_snapshot_every} steps): training ends "
+    f"once {ab.EARLY_STOP_PATIENCE} snapshots in a row have not beaten the best one "
+    f"(`trained_steps`), and the best is probed; {cfg.ablation_steps} is the full budget."))  # fmt: skip
+curves = {r["label"]: r["val_curve"] for r in results["sweep"] if r["val_curve"]}
+if curves:
+    display(pd.DataFrame(curves).rename_axis("step").round(4))
 
 # %% [markdown]
 # ## Figure 2, this run

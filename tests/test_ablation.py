@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,30 @@ def test_smoke_sweeps_train_probe_and_reuse_runs(cache: Path) -> None:
     assert base["label"].tolist() == [cmp.GENERAL] and 0 <= base["macro_mean"].iloc[0] <= 1
     with pytest.raises(ValueError, match="unknown encoder"):
         ab.probe_baselines(cfg, ["nope"], root, frontal, findings)
+
+
+def test_early_stopping_stops_training_after_patience(cache: Path) -> None:
+    """Training stops once validation has not beaten its best for EARLY_STOP_PATIENCE
+    snapshots; the best snapshot is returned; a rerun trains nothing more."""
+    import pandas as pd
+
+    from raddino_lib.ssl.train import list_snapshots, read_metrics
+
+    cfg = make_config("smoke", progress=False, precision="fp32", ablation_steps=6)
+    pcfg = ab.point_config(cfg, ab.data_points(cfg)[0])
+    vals = iter([0.5, 0.6, 0.55, 0.54, 0.9, 0.95] * 2)
+    probe = lambda b, s: pd.DataFrame({"val_auprc": [next(vals)]})  # noqa: E731
+    run, best, trained, curve = ab._early_stopped_run(pcfg, probe, [0])
+    assert ab.EARLY_STOP_PATIENCE == 2
+    assert (best, trained) == (2, 4) and curve == {1: 0.5, 2: 0.6, 3: 0.55, 4: 0.54}
+    assert max(list_snapshots(run)) == 4 and not (run / "done.json").is_file()
+    n = len(read_metrics(run))
+    assert n == 4
+    vals = iter([0.5, 0.6, 0.55, 0.54])
+    assert ab._early_stopped_run(pcfg, probe, [0])[:3] == (run, 2, 4)
+    assert len(read_metrics(run)) == n  # nothing trained again
+    with pytest.raises(FileNotFoundError, match="no snapshot at step 1"):  # another run
+        ab._early_stopped_run(replace(pcfg, pretrain_steps=7), probe, [0], train=False)
 
 
 def test_paper_table2_macro_averages() -> None:

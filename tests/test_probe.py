@@ -197,6 +197,42 @@ def test_joint_fit_of_masked_columns_is_separate_fits_and_float32_agrees():
     assert joint.tile(2).coef.shape == (12, d)
 
 
+def test_cached_finding_probe_returns_the_computed_table(tmp_path, monkeypatch):
+    """Same inputs -> the cached table, identical to the computed one (attrs included); any
+    change of features, labels or seeds -> a new computation."""
+    from raddino_lib.eval import probe as probe_mod
+
+    monkeypatch.setenv("RADDINO_CACHE", str(tmp_path))
+    rng = np.random.default_rng(0)
+    n = 240
+    x = {"a": rng.normal(size=(n, 6)), "b": rng.normal(size=(n, 3))}
+    y = (x["a"][:, :2] + rng.normal(size=(n, 2)) > 0.5).astype(float)
+    y[::7, 1] = np.nan
+    labels = pd.DataFrame(y, columns=["f1", "f2"])
+    split = np.array(["train"] * 160 + ["val"] * 40 + ["test"] * 40)
+    subjects = np.arange(n) // 2
+    calls = []
+    real = probe_mod.finding_probe
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(probe_mod, "finding_probe", counting)
+    first = probe_mod.cached_finding_probe(x, labels, split, subjects, seeds=[0, 1])
+    again = probe_mod.cached_finding_probe(x, labels, split, subjects, seeds=[0, 1])
+    assert len(calls) == 1 and len(list((tmp_path / "probes").glob("*.json"))) == 1
+    pd.testing.assert_frame_equal(first, again)
+    assert again.attrs == first.attrs and again.attrs["kind"] in ("a", "b")
+    probe_mod.cached_finding_probe(x, labels, split, subjects, seeds=[0, 2])
+    labels2 = labels.copy()
+    labels2.iloc[0, 0] = 1 - labels2.iloc[0, 0]
+    probe_mod.cached_finding_probe(x, labels2, split, subjects, seeds=[0, 1])
+    x2 = {**x, "b": x["b"] + 1e-9}
+    probe_mod.cached_finding_probe(x2, labels, split, subjects, seeds=[0, 1])
+    assert len(calls) == 4
+
+
 def test_metadata_probe_chooses_the_feature_kind_on_the_inner_split():
     rng = np.random.default_rng(3)
     n = 300

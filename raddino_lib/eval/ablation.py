@@ -212,35 +212,68 @@ def run_sweep(
         ``run`` (the run folder name).
     """
     from raddino_lib.ssl.export import pretrained_encoder
-    from raddino_lib.ssl.train import list_snapshots, load_snapshot
+    from raddino_lib.ssl.train import load_snapshot
 
     seeds = list(cfg.probe_seeds)
     rows = []
     for point in tqdm(points, desc="sweep", disable=not cfg.progress):
         t0 = time.time()
         pcfg = point_config(cfg, point, train=train)
-        backbone, run = pretrained_encoder(pcfg, train=train)
         probe = lambda b, s: probe_backbone(b, cfg, root, frontal, findings, s)  # noqa: E731
-        step = int(pcfg.pretrain_steps)
         if point.early_stop:
-            best = (-math.inf, step)
-            for s, _ in list_snapshots(run).items():
-                if s == 0:
-                    continue
-                val = float(np.nanmean(probe(load_snapshot(run, s), seeds[:1])["val_auprc"]))
-                best = max(best, (val, s))
-            step = best[1]
-            if step != pcfg.pretrain_steps:
-                backbone = load_snapshot(run, step)
+            run, step, trained, val_curve = _early_stopped_run(pcfg, probe, seeds[:1], train=train)
+            backbone = load_snapshot(run, step)
+        else:
+            backbone, run = pretrained_encoder(pcfg, train=train)
+            step = trained = int(pcfg.pretrain_steps)
+            val_curve = {}
         row = {
             "label": point.label, "x": point.x, "image_size": int(pcfg.image_size),
             "pretrain_images": _n_images(run), "pretrain_steps": int(pcfg.pretrain_steps),
+            "trained_steps": trained, "val_curve": val_curve,
             "pretrain_seconds": round(_run_seconds(run), 1), "probed_step": step,
             **_probe_row(probe(backbone, seeds), findings, seeds),
             "run": Path(run).name, "seconds": round(time.time() - t0, 1),
         }  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: Early stopping: training stops once the validation probe has fallen below its best at this
+#: many snapshots in a row (the paper stops its small pretraining sets early on a validation
+#: probe; it does not say with what patience).
+EARLY_STOP_PATIENCE = 2
+
+
+def _early_stopped_run(
+    pcfg: Config, probe: Any, seeds: Sequence[int], *, train: bool = True
+) -> tuple[Path, int, int, dict[int, float]]:
+    """Pretrain ``pcfg``'s run snapshot by snapshot, probing each on validation (one seed),
+    and stop once it has not beaten its best for :data:`EARLY_STOP_PATIENCE` snapshots.
+
+    Resumable and cached like any run: snapshots that exist are not trained again, so a rerun
+    only re-reads them. Returns ``(run folder, best step, steps trained, {step: validation
+    macro AUPRC})``.
+    """
+    from raddino_lib.ssl.export import pretrained_run_dir
+    from raddino_lib.ssl.train import list_snapshots, load_snapshot, pretrain
+
+    run = pretrained_run_dir(pcfg)
+    every = int(pcfg.snapshot_every) or int(pcfg.pretrain_steps)
+    best, best_step, worse, curve = -math.inf, every, 0, {}
+    for s in range(every, int(pcfg.pretrain_steps) + 1, every):
+        if s not in list_snapshots(run) and not (run / "done.json").is_file():
+            if not train:
+                raise FileNotFoundError(f"{run} has no snapshot at step {s}; call with train=True")
+            pretrain(pcfg, run, stop_after=s)
+        curve[s] = float(np.nanmean(probe(load_snapshot(run, s), seeds)["val_auprc"]))
+        if curve[s] > best:
+            best, best_step, worse = curve[s], s, 0
+        else:
+            worse += 1
+            if worse >= EARLY_STOP_PATIENCE:
+                break
+    return run, best_step, max(curve), curve
 
 
 def probe_backbone(
@@ -259,11 +292,11 @@ def probe_backbone(
     The grid kind matters here: after a few hundred steps the pooled patch tokens moved the
     VinDr-style probe (0.383 -> 0.398 in a 600 x 32 pilot) where CLS + mean did not."""
     from raddino_lib.eval.compare import encoder_features
-    from raddino_lib.eval.probe import finding_probe
+    from raddino_lib.eval.probe import cached_finding_probe
     from raddino_lib.models.registry import load_encoder
 
     feats = encoder_features(load_encoder(backbone), root, frontal, cfg)  # cached embeddings
-    return finding_probe(
+    return cached_finding_probe(  # the shared reference run and baselines: probed once
         feats, frontal[list(findings)], frontal["split"], frontal["subject_id"], seeds=seeds
     )
 

@@ -25,7 +25,7 @@ import pandas as pd
 from raddino_lib.config import Config
 from raddino_lib.eval.cache import cached_embeddings
 from raddino_lib.eval.embed import probe_features
-from raddino_lib.eval.probe import finding_probe
+from raddino_lib.eval.probe import cached_finding_probe
 from raddino_lib.models.registry import Encoder, load_encoder
 
 __all__ = [
@@ -251,7 +251,7 @@ def compare_encoders(
 
     tables = {}
     for name, feats in tqdm(features.items(), desc="probe", disable=not progress, leave=False):
-        tables[name] = finding_probe(
+        tables[name] = cached_finding_probe(
             feats, records[list(findings)], records["split"], records["subject_id"], seeds=seeds
         )
     return Comparison(tables, list(findings), list(seeds))

@@ -319,3 +319,83 @@ def metadata_probe(
             }
         )
     return pd.DataFrame(rows).set_index("variable")
+
+
+# Bump when finding_probe's numbers change for the same inputs (cached results are keyed by it).
+PROBE_VERSION = 2
+
+
+def _probe_key(
+    features: np.ndarray | Mapping[str, np.ndarray],
+    labels: pd.DataFrame,
+    split: Sequence[str],
+    subjects: Sequence[object],
+    seeds: Sequence[int],
+    subsample: float,
+    c_grid: Sequence[float],
+) -> str:
+    """SHA-256 of everything :func:`finding_probe` reads: the feature arrays' bytes, the labels,
+    split and subjects, the seeds, subsample, C grid, solver precision and version."""
+    import hashlib
+
+    h = hashlib.sha256()
+    cands = dict(features) if isinstance(features, Mapping) else {"features": features}
+    for name in sorted(cands):
+        x = np.ascontiguousarray(cands[name])
+        h.update(f"{name}|{x.dtype}|{x.shape}|".encode())
+        h.update(x.tobytes())
+    h.update(pd.util.hash_pandas_object(labels, index=False).to_numpy().tobytes())
+    h.update("|".join(labels.columns).encode())
+    h.update("\x00".join(map(str, split)).encode())
+    h.update("\x00".join(map(str, subjects)).encode())
+    meta = [list(map(int, seeds)), float(subsample), [float(c) for c in c_grid],
+            str(PROBE_DTYPE), PROBE_VERSION]  # fmt: skip
+    h.update(repr(meta).encode())
+    return h.hexdigest()[:24]
+
+
+def cached_finding_probe(
+    features: np.ndarray | Mapping[str, np.ndarray],
+    labels: pd.DataFrame,
+    split: Sequence[str],
+    subjects: Sequence[object],
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    subsample: float = 0.8,
+    c_grid: Sequence[float] = C_GRID,
+    cache: bool = True,
+) -> pd.DataFrame:
+    """:func:`finding_probe`, its result cached under ``.cache/probes`` by the content of its
+    inputs: chapters that probe the same features on the same rows (the ablation sweeps'
+    shared reference run and baselines) compute it once. The cached table is the computed one
+    exactly (floats round-trip through JSON), ``attrs`` included."""
+    import json
+
+    from raddino_lib.atomic import atomic_write_text
+    from raddino_lib.paths import cache_dir
+
+    path = cache_dir(
+        "probes", f"{_probe_key(features, labels, split, subjects, seeds, subsample, c_grid)}.json"
+    )  # noqa: E501
+    if cache and path.is_file():
+        try:
+            blob = json.loads(path.read_text())
+            df = pd.DataFrame(blob["data"], index=blob["index"], columns=blob["columns"])
+            df = df.astype(blob["dtypes"])
+            df.index.name = blob["index_name"]
+            df.attrs.update(blob["attrs"])
+            return df
+        except (ValueError, KeyError):
+            pass  # a damaged cache file: recompute and overwrite it
+    df = finding_probe(
+        features, labels, split, subjects, seeds=seeds, subsample=subsample, c_grid=c_grid
+    )
+    if cache:
+        blob = {
+            "index": list(df.index), "index_name": df.index.name, "columns": list(df.columns),
+            "data": df.astype(object).where(df.notna(), None).to_numpy().tolist(),
+            "dtypes": {c: str(t) for c, t in df.dtypes.items()},
+            "attrs": df.attrs,
+        }  # fmt: skip
+        atomic_write_text(path, json.dumps(blob))
+    return df
