@@ -7,6 +7,7 @@ ViT, this run's encoder, external encoders. Features are standardised on the tra
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -360,23 +361,22 @@ def cached_finding_probe(
     split: Sequence[str],
     subjects: Sequence[object],
     *,
-    seeds: Sequence[int] = (0, 1, 2),
-    subsample: float = 0.8,
-    c_grid: Sequence[float] = C_GRID,
     cache: bool = True,
+    **options: Any,
 ) -> pd.DataFrame:
     """:func:`finding_probe`, its result cached under ``.cache/probes`` by the content of its
     inputs: chapters that probe the same features on the same rows (the ablation sweeps'
     shared reference run and baselines) compute it once. The cached table is the computed one
-    exactly (floats round-trip through JSON), ``attrs`` included."""
+    exactly (floats round-trip through JSON), ``attrs`` included. ``options``: finding_probe's
+    ``seeds``, ``subsample`` and ``c_grid``."""
     import json
 
     from raddino_lib.atomic import atomic_write_text
     from raddino_lib.paths import cache_dir
 
-    path = cache_dir(
-        "probes", f"{_probe_key(features, labels, split, subjects, seeds, subsample, c_grid)}.json"
-    )  # noqa: E501
+    opts = {"seeds": (0, 1, 2), "subsample": 0.8, "c_grid": C_GRID, **options}
+    key = _probe_key(features, labels, split, subjects, **opts)
+    path = cache_dir("probes", f"{key}.json")
     if cache and path.is_file():
         try:
             blob = json.loads(path.read_text())
@@ -387,9 +387,7 @@ def cached_finding_probe(
             return df
         except (ValueError, KeyError):
             pass  # a damaged cache file: recompute and overwrite it
-    df = finding_probe(
-        features, labels, split, subjects, seeds=seeds, subsample=subsample, c_grid=c_grid
-    )
+    df = finding_probe(features, labels, split, subjects, **opts)
     if cache:
         blob = {
             "index": list(df.index), "index_name": df.index.name, "columns": list(df.columns),
