@@ -231,6 +231,8 @@ def test_cached_finding_probe_returns_the_computed_table(tmp_path, monkeypatch):
     x2 = {**x, "b": x["b"] + 1e-9}
     probe_mod.cached_finding_probe(x2, labels, split, subjects, seeds=[0, 1])
     assert len(calls) == 4
+    with pytest.raises(TypeError, match="unknown options \\['seed'\\]"):
+        probe_mod.cached_finding_probe(x, labels, split, subjects, seed=[0])
 
 
 def test_metadata_probe_chooses_the_feature_kind_on_the_inner_split():

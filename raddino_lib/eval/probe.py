@@ -6,6 +6,7 @@ ViT, this run's encoder, external encoders. Features are standardised on the tra
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -322,6 +323,13 @@ def metadata_probe(
     return pd.DataFrame(rows).set_index("variable")
 
 
+# finding_probe's keyword options and their defaults, read from its signature (so the cache
+# key follows them).
+_PROBE_OPTIONS: dict[str, Any] = {
+    name: prm.default
+    for name, prm in inspect.signature(finding_probe).parameters.items()
+    if prm.kind is inspect.Parameter.KEYWORD_ONLY
+}
 # Bump when finding_probe's numbers change for the same inputs (cached results are keyed by it).
 PROBE_VERSION = 2
 
@@ -374,7 +382,11 @@ def cached_finding_probe(
     from raddino_lib.atomic import atomic_write_text
     from raddino_lib.paths import cache_dir
 
-    opts = {"seeds": (0, 1, 2), "subsample": 0.8, "c_grid": C_GRID, **options}
+    unknown = sorted(set(options) - set(_PROBE_OPTIONS))
+    if unknown:
+        known = list(_PROBE_OPTIONS)
+        raise TypeError(f"cached_finding_probe: unknown options {unknown}; known {known}")
+    opts = {**_PROBE_OPTIONS, **options}
     key = _probe_key(features, labels, split, subjects, **opts)
     path = cache_dir("probes", f"{key}.json")
     if cache and path.is_file():
