@@ -194,3 +194,61 @@ def test_claims_from_rows() -> None:
     assert gain["diff"] == -0.5 and gain["verdict"] == "inconclusive at this budget"
     with pytest.raises(KeyError, match="0 rows labelled 'r'"):
         ab.row_seeds(rows, "r")
+
+
+def test_opt_in_encoders_are_the_sweeps_runs() -> None:
+    """The control is the data ladder's first rung and the no-MIM run the reference point
+    without iBOT, at the sweep budget, so the book trains each once; at ``paper`` the sweeps'
+    reference run is the main run itself."""
+    from raddino_lib.ssl.export import pretrained_run_dir
+
+    cfg = make_config("laptop")
+    run_of = lambda p: pretrained_run_dir(ab.point_config(cfg, p))  # noqa: E731
+    assert run_of(cmp.control_point(cfg)) == run_of(ab.data_points(cfg)[0])
+    assert cmp.control_point(cfg).early_stop
+    ref, no_mim = (
+        ab.point_config(cfg, ab.reference_point(cfg)),
+        ab.point_config(cfg, cmp.no_mim_point(cfg)),
+    )
+    assert replace(ref, mim=False) == no_mim and not no_mim.mim
+    assert run_of(cmp.no_mim_point(cfg)) not in {run_of(p) for p in ab.data_points(cfg)}
+    # real data: the control pretrains on MIMIC-CXR (the adapters' cohort name), same rung
+    real = replace(cfg, data_dir="/data/multi")
+    assert cmp.control_point(real).overrides["cohorts"] == ("mimic_cxr",)
+    assert cmp.control_point(real).overrides["frontal_only"] is True
+    paper = make_config("paper")
+    assert pretrained_run_dir(ab.point_config(paper, ab.reference_point(paper))) == (
+        pretrained_run_dir(paper)
+    )
+
+
+def test_opt_in_encoders_load_the_sweeps_runs(cache: Path) -> None:
+    """book_encoders' control is the early-stopped snapshot the data sweep probed, its
+    reference the reference run's last teacher; neither is trained again."""
+    from raddino_lib.data.datasets import dataset_dir
+    from raddino_lib.data.records import load_records
+    from raddino_lib.data.schema import VINDR_FINDINGS
+    from raddino_lib.data.summary import probe_ready
+    from raddino_lib.eval.pretrain_probe import frontal_records
+    from raddino_lib.models.registry import load_encoder
+    from raddino_lib.ssl.export import pretrained_encoder
+    from raddino_lib.ssl.train import load_snapshot
+
+    cfg = make_config("smoke", progress=False, precision="fp32", ablation_steps=3)
+    root = dataset_dir(cfg)
+    frontal = frontal_records(load_records(root))
+    findings, _ = probe_ready(frontal, VINDR_FINDINGS)
+    data = ab.run_sweep(cfg, ab.data_points(cfg), root, frontal, findings)
+    stamps = {r: (cache / "pretrain" / r / "metrics.jsonl").stat().st_mtime_ns for r in data["run"]}
+    enc = cmp.book_encoders(cfg, include=[cmp.CONTROL, cmp.REFERENCE])
+    x = torch.rand(2, 1, cfg.image_size, cfg.image_size)
+    control = load_encoder(load_snapshot(cache / "pretrain" / data["run"].iloc[0],
+                                         int(data["probed_step"].iloc[0])))  # fmt: skip
+    ref_backbone, ref_run = pretrained_encoder(ab.point_config(cfg, ab.reference_point(cfg)))
+    assert ref_run.name == data["run"].iloc[1]
+    for name, want in ((cmp.CONTROL, control), (cmp.REFERENCE, load_encoder(ref_backbone))):
+        with torch.no_grad():
+            assert torch.equal(enc[name].encode(x).cls, want.encode(x).cls), name
+    assert {
+        r: (cache / "pretrain" / r / "metrics.jsonl").stat().st_mtime_ns for r in data["run"]
+    } == stamps  # nothing trained again

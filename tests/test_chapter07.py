@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 NAME = "07_report_generation"
 ENCODERS = {
     "no image (text prior)", "text-supervised CLIP", "general-domain DINO", "RAD-DINO-mini",
-    "RAD-DINO-mini-control",
+    "RAD-DINO-mini-control", "RAD-DINO-mini (sweep budget)",
 }  # fmt: skip
 
 
@@ -50,6 +50,9 @@ def test_chapter07_runs_at_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert all(t["steps"] == 6 for t in r["training"].values())
     assert len(r["examples"]) == 2 and set(r["examples"][0]["generated"]) == ENCODERS
     assert {c["verdict"] for c in r["claims"]} <= {"held", "did not hold", "inconclusive"}
+    # the control is compared with the run of the same budget on all the data
+    ctl = {(c["a"], c["b"]) for c in r["claims"] if "control (same budget)" in c["claim"]}
+    assert ctl == {("RAD-DINO-mini (sweep budget)", "RAD-DINO-mini-control")}
     assert {c["metric"] for c in r["claims"]} == {"rouge_l", "bleu4", "macro_f1_14"} | (
         {"rg_er"} if r["rg_er"]["available"] else set()
     )

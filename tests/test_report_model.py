@@ -260,3 +260,45 @@ def test_control_encoder_pretrains_on_one_cohort() -> None:
     assert cmp.control_cohorts(replace(cfg, data_dir="/data/multi")) == ("mimic_cxr",)
     assert cmp.control_cohorts(replace(cfg, dataset="mimic", data_root="/x")) == ("mimic_cxr",)
     assert cmp.CONTROL in cmp.OPT_IN_ROLES and cmp.CONTROL not in cmp.ENCODER_ROLES
+
+
+def test_pool_tokens_averages_the_patch_grid() -> None:
+    from raddino_lib.report.data import pool_tokens
+
+    x = torch.arange(2 * 16 * 3, dtype=torch.float32).reshape(2, 16, 3)  # a 4 x 4 grid
+    assert pool_tokens(x, 1) is x
+    y = pool_tokens(x, 2)
+    assert y.shape == (2, 4, 3)
+    grid = x.reshape(2, 4, 4, 3)
+    # token 1 of the pooled grid: rows 0-1, columns 2-3 of the original
+    assert torch.allclose(y[:, 1], grid[:, 0:2, 2:4].mean((1, 2)))
+    assert torch.allclose(y[:, 2], grid[:, 2:4, 0:2].mean((1, 2)))
+    assert pool_tokens(x.half(), 4).dtype == torch.float16
+    with pytest.raises(ValueError, match="square patch grid"):
+        pool_tokens(x, 3)
+    with pytest.raises(ValueError, match="square patch grid"):
+        pool_tokens(x[:, :15], 2)
+    with pytest.raises(ValueError, match="at least 1"):
+        pool_tokens(x, 0)
+
+
+def test_small_lm_has_no_attention_dropout_and_cpu_uses_eager() -> None:
+    from raddino_lib.report.model import small_lm_attention
+
+    assert small_lm_attention("cpu") == "eager" and small_lm_attention("cuda") == "sdpa"
+    gpt = build_small_lm("gpt2", 50, width=32, depth=1, heads=2, max_positions=64, dropout=0.3,
+                         attn_implementation="eager")  # fmt: skip
+    assert gpt.config.attn_pdrop == 0.0 and gpt.config.resid_pdrop == 0.3
+    assert gpt.config._attn_implementation == "eager"
+    llama = build_small_lm("llama", 50, width=32, depth=1, heads=2, max_positions=64)
+    assert llama.config.attention_dropout == 0.0
+    # eager and SDPA compute the same function
+    torch.manual_seed(0)
+    ids = torch.randint(4, 50, (2, 10))
+    sd = build_small_lm("gpt2", 50, width=32, depth=1, heads=2, max_positions=64,
+                        attn_implementation="sdpa").eval()  # fmt: skip
+    eg = build_small_lm("gpt2", 50, width=32, depth=1, heads=2, max_positions=64,
+                        attn_implementation="eager").eval()  # fmt: skip
+    eg.load_state_dict(sd.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(sd(ids).logits, eg(ids).logits, atol=1e-5)

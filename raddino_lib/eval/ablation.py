@@ -46,6 +46,7 @@ __all__ = [
     "claim",
     "row_seeds",
     "run_sweep",
+    "sweep_point_backbone",
     "sweep_frames",
     "sweep_verdict",
 ]
@@ -237,6 +238,35 @@ def run_sweep(
         }  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def sweep_point_backbone(cfg: Config, point: SweepPoint, *, train: bool = True) -> tuple[Any, Path]:
+    """The backbone of one sweep point as :func:`run_sweep` probes it (the early-stopped
+    snapshot for an ``early_stop`` point, the run's last teacher otherwise) and its run folder.
+
+    Other chapters use it to reuse a sweep's runs as encoders (the report chapter's control is
+    the data ladder's first rung; the segmentation chapter's MIM pair is the reference point
+    with and without iBOT), so those runs are trained once for the whole book. The probe that
+    chooses an early-stopped snapshot is :func:`run_sweep`'s (cached by content, so the
+    ablation chapter does not probe the snapshots again).
+    """
+    from raddino_lib.data.datasets import dataset_dir
+    from raddino_lib.data.records import load_records
+    from raddino_lib.data.schema import VINDR_FINDINGS
+    from raddino_lib.data.summary import probe_ready
+    from raddino_lib.eval.pretrain_probe import frontal_records
+    from raddino_lib.ssl.export import pretrained_encoder
+    from raddino_lib.ssl.train import load_snapshot
+
+    pcfg = point_config(cfg, point, train=train)
+    if not point.early_stop:
+        return pretrained_encoder(pcfg, train=train)
+    root = dataset_dir(cfg)
+    frontal = frontal_records(load_records(root))
+    findings, _ = probe_ready(frontal, VINDR_FINDINGS)
+    probe = lambda b, s: probe_backbone(b, cfg, root, frontal, findings, s)  # noqa: E731
+    run, step, _, _ = _early_stopped_run(pcfg, probe, list(cfg.probe_seeds)[:1], train=train)
+    return load_snapshot(run, step), run
 
 
 #: Early stopping: training stops once the validation probe has fallen below its best at this

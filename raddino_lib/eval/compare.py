@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +45,26 @@ TEXT_SUP = "text-supervised CLIP"
 GENERAL = "general-domain DINO"
 RANDOM = "random init"
 PIXELS = "raw pixels"
-#: RAD-DINO-mini's recipe without the iBOT (masked image modelling) loss, same budget; trained
-#: only when asked for (the segmentation chapter's MIM ablation), never in the default line-up.
+#: The ablation sweeps' shared reference run: RAD-DINO-mini's recipe at the sweep budget
+#: (``ablation_steps`` x ``ablation_batch_size``; at ``paper`` the main run's budget). The
+#: matched partner of NO_MIM and CONTROL, which are trained at that budget too so that the book
+#: trains each of them once (they are sweep runs: :func:`raddino_lib.eval.ablation
+#: .sweep_point_backbone`); opt-in.
+REFERENCE = "RAD-DINO-mini (sweep budget)"
+#: The reference run's recipe without the iBOT (masked image modelling) loss, same budget;
+#: trained only when asked for (the segmentation chapter's MIM ablation).
 NO_MIM = "RAD-DINO-mini (no MIM)"
-#: The paper's RAD-DINO-Control (Table 5): the same recipe and budget pretrained on one cohort
-#: only (:func:`control_cohorts`: the phantom's ICU cohort, MIMIC-CXR's stand-in, or MIMIC-CXR
-#: itself in a real multi-dataset folder); opt-in like NO_MIM.
+#: The paper's RAD-DINO-Control (Table 5): the recipe at the sweep budget pretrained on one
+#: cohort only: the data-size ladder's first rung (the phantom's ICU cohort, MIMIC-CXR's
+#: stand-in, frontal views, stopped early on the validation probe like that rung), or
+#: MIMIC-CXR itself in a real multi-dataset folder (:func:`control_cohorts`); opt-in.
 CONTROL = "RAD-DINO-mini-control"
 CONTROL_COHORTS: tuple[str, ...] = ("icu",)
 CONTROL_COHORTS_REAL: tuple[str, ...] = ("mimic_cxr",)
 #: No image: zero tokens of RAD-DINO-mini's geometry (the report chapter's prior-only row, what
 #: a generator writes from the training reports alone); opt-in like NO_MIM.
 NO_IMAGE = "no image (text prior)"
-_OPT_IN = (NO_MIM, CONTROL, NO_IMAGE)
+_OPT_IN = (REFERENCE, NO_MIM, CONTROL, NO_IMAGE)
 #: Not an encoder: the phantom's true anatomy parameters, the ceiling of what images show.
 ORACLE = "phantom anatomy (oracle)"
 
@@ -71,6 +78,11 @@ ENCODER_ROLES: dict[str, tuple[str, str, str]] = {
 }
 # Not in the default line-up (see NO_MIM).
 OPT_IN_ROLES: dict[str, tuple[str, str, str]] = {
+    REFERENCE: (
+        "RAD-DINO at the ablations' budget",
+        "image only (DINOv2 recipe)",
+        "phantom train split, no text",
+    ),
     NO_MIM: (
         "RAD-DINO (no MIM)",
         "image only, DINO + KoLeo, no iBOT",
@@ -79,7 +91,7 @@ OPT_IN_ROLES: dict[str, tuple[str, str, str]] = {
     CONTROL: (
         "RAD-DINO-Control",
         "image only (DINOv2 recipe)",
-        "phantom train split, ICU cohort only (MIMIC-CXR on real data), no text",
+        "phantom train split, ICU cohort frontal only (MIMIC-CXR on real data), no text",
     ),
     NO_IMAGE: ("no paper row: the reports' prior alone", "none", "-"),
 }
@@ -90,6 +102,24 @@ def control_cohorts(cfg: Config) -> tuple[str, ...]:
     ``("mimic_cxr",)`` (the adapters' cohort name) on real data (``data_dir`` or
     ``dataset``)."""
     return CONTROL_COHORTS_REAL if cfg.data_dir or cfg.dataset else CONTROL_COHORTS
+
+
+def no_mim_point(cfg: Config) -> Any:
+    """The MIM ablation's run: the sweeps' reference point without the iBOT loss."""
+    from raddino_lib.eval.ablation import SweepPoint, reference_point
+
+    ref = reference_point(cfg)
+    return SweepPoint(NO_MIM, ref.x, {**ref.overrides, "mim": False})
+
+
+def control_point(cfg: Config) -> Any:
+    """The control's run: the data-size ladder's first rung (one cohort, frontal views,
+    early-stopped), its cohorts those of :func:`control_cohorts`."""
+    from raddino_lib.eval.ablation import SweepPoint, data_points
+
+    first = data_points(cfg)[0]
+    return SweepPoint(CONTROL, first.x, {**first.overrides, "cohorts": control_cohorts(cfg)},
+                      early_stop=first.early_stop)  # fmt: skip
 
 
 def _vit(loader: Callable[[], Any], name: str) -> Callable[[], Encoder]:
@@ -103,9 +133,11 @@ def book_encoders(
 
     Args:
         include: subset of names (default: all of :data:`ENCODER_ROLES` and the extras;
-            :data:`NO_MIM`, :data:`CONTROL` and :data:`NO_IMAGE` only when named here).
+            :data:`REFERENCE`, :data:`NO_MIM`, :data:`CONTROL` and :data:`NO_IMAGE` only when
+            named here).
         train: False raises instead of training a missing baseline.
     """
+    from raddino_lib.eval.ablation import reference_point, sweep_point_backbone
     from raddino_lib.ssl.export import pretrained_encoder
     from raddino_lib.ssl.general import general_domain_encoder
     from raddino_lib.textsup.encoder import text_supervised_encoder
@@ -116,11 +148,11 @@ def book_encoders(
         GENERAL: _vit(lambda: general_domain_encoder(cfg, train=train), GENERAL),
         TEXT_SUP: _vit(lambda: text_supervised_encoder(cfg, train=train), TEXT_SUP),
         RAD_DINO: _vit(lambda: pretrained_encoder(cfg, train=train), RAD_DINO),
-        NO_MIM: _vit(lambda: pretrained_encoder(replace(cfg, mim=False), train=train), NO_MIM),
-        CONTROL: _vit(
-            lambda: pretrained_encoder(replace(cfg, cohorts=control_cohorts(cfg)), train=train),
-            CONTROL,
-        ),
+        REFERENCE: _vit(
+            lambda: sweep_point_backbone(cfg, reference_point(cfg), train=train), REFERENCE
+        ),  # fmt: skip
+        NO_MIM: _vit(lambda: sweep_point_backbone(cfg, no_mim_point(cfg), train=train), NO_MIM),
+        CONTROL: _vit(lambda: sweep_point_backbone(cfg, control_point(cfg), train=train), CONTROL),
         NO_IMAGE: lambda: load_encoder(
             f"blank:{cfg.image_size}:{cfg.patch_size}:{cfg.embed_dim}", name=NO_IMAGE
         ),

@@ -122,3 +122,28 @@ def patch_tokens(encoder: Any, root: str | Path, records: pd.DataFrame, cfg: Any
     )  # fmt: skip
     grid = torch.from_numpy(np.ascontiguousarray(emb["layer_-1"]))  # [N, h, w, D] float16
     return grid.reshape(grid.shape[0], -1, grid.shape[-1])
+
+
+def pool_tokens(tokens: torch.Tensor, factor: int) -> torch.Tensor:
+    """Average-pool a square patch grid: ``[N, h * w, D] -> [N, (h / f) * (w / f), D]``.
+
+    ``factor`` 1 returns ``tokens`` unchanged. The grid must be square with a side that
+    ``factor`` divides (a side of 8 pools by 2 to 16 tokens, by 4 to 4).
+
+    Raises:
+        ValueError: a non-square grid or a side that ``factor`` does not divide.
+    """
+    if factor < 1:
+        raise ValueError(f"rg_token_pool must be at least 1, got {factor}")
+    if factor == 1:
+        return tokens
+    n, t, d = tokens.shape
+    side = int(round(t**0.5))
+    if side * side != t or side % factor:
+        raise ValueError(
+            f"rg_token_pool {factor} needs a square patch grid whose side it divides; got "
+            f"{t} tokens"
+        )
+    grid = tokens.reshape(n, side, side, d).permute(0, 3, 1, 2).float()
+    pooled = torch.nn.functional.avg_pool2d(grid, factor)
+    return pooled.permute(0, 2, 3, 1).reshape(n, -1, d).to(tokens.dtype)

@@ -27,7 +27,13 @@ from tqdm.auto import tqdm
 
 from raddino_lib.config import Config
 from raddino_lib.eval.bootstrap import Interval, bootstrap_difference
-from raddino_lib.report.data import encode_reports, patch_tokens, report_records, select_rows
+from raddino_lib.report.data import (
+    encode_reports,
+    patch_tokens,
+    pool_tokens,
+    report_records,
+    select_rows,
+)
 from raddino_lib.report.generate import generate_reports
 from raddino_lib.report.metrics import (
     METRICS,
@@ -36,7 +42,14 @@ from raddino_lib.report.metrics import (
     radgraph_status,
     score_reports,
 )
-from raddino_lib.report.model import SMALL_LMS, Projector, ReportGenerator, build_small_lm, load_lm
+from raddino_lib.report.model import (
+    SMALL_LMS,
+    Projector,
+    ReportGenerator,
+    build_small_lm,
+    load_lm,
+    small_lm_attention,
+)
 from raddino_lib.report.tokenizer import (
     get_template,
     load_lm_tokenizer,
@@ -219,6 +232,7 @@ def run_report_generation(
         t0 = time.perf_counter()
         desc = enc.describe()
         feats = patch_tokens(enc, root, rows, cfg)  # [N_train + N_test, T, D] float16
+        feats = pool_tokens(feats, cfg.rg_token_pool)  # [N, T / pool^2, D]
         f_train, f_test = feats[: len(train)], feats[len(train) :]
         n_tok, d_vis = int(feats.shape[1]), int(feats.shape[2])
         prefix = len(prompt) - 1 + n_tok
@@ -227,6 +241,7 @@ def run_report_generation(
             "train": train_fields(cfg), "precision": prec, "encoder": enc.identity(),
             "rows": rows_key, "n_train": len(train), "tokenizer": _tokenizer_id(tok),
             "tokens": n_tok, "d_vision": d_vis, "steps": steps, "max_positions": max_pos,
+            "lm_version": 2,  # 2: no attention-probability dropout in the small decoders
         }  # fmt: skip
 
         def build(d_vis: int = d_vis, max_pos: int = max_pos) -> ReportGenerator:
@@ -236,6 +251,7 @@ def run_report_generation(
                     cfg.rg_lm, len(tok), width=cfg.rg_width, depth=cfg.rg_depth,
                     heads=cfg.rg_heads, max_positions=max_pos, dropout=cfg.rg_dropout,
                     bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, pad_id=pad_id,
+                    attn_implementation=small_lm_attention(dev),
                 )  # fmt: skip
             else:
                 lm = load_lm(cfg.rg_lm, dtype=lm_dtype)
