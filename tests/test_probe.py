@@ -197,6 +197,53 @@ def test_joint_fit_of_masked_columns_is_separate_fits_and_float32_agrees():
     assert joint.tile(2).coef.shape == (12, d)
 
 
+def test_multinomial_logistic_matches_sklearn_per_c():
+    """Every C of the grid is one softmax regression of the joint fit; its probabilities are
+    scikit-learn's (lbfgs, multinomial) for that C."""
+    from sklearn.linear_model import LogisticRegression
+
+    from raddino_lib.eval.logistic import fit_multinomial_logistic
+
+    rng = np.random.default_rng(2)
+    n, d, k = 500, 12, 4
+    x = rng.normal(size=(n, d))
+    y = (x @ rng.normal(size=(d, k)) + rng.gumbel(size=(n, k))).argmax(1)
+    cs = [0.01, 0.1, 1.0]
+    fit = fit_multinomial_logistic(x, y, cs, tol=1e-9, max_iter=3000)
+    assert fit.coef.shape == (3, k, d) and fit.intercept.shape == (3, k)
+    p = fit.predict_proba(x)
+    for g, c in enumerate(cs):
+        ref = LogisticRegression(C=c, tol=1e-10, max_iter=10000).fit(x, y)
+        np.testing.assert_allclose(p[g], ref.predict_proba(x), atol=1e-3)
+        assert (fit.predict(x)[g] == ref.predict(x)).mean() > 0.99
+    with pytest.raises(ValueError, match="class codes"):
+        fit_multinomial_logistic(x, y - 1, 1.0)
+    with pytest.raises(ValueError, match="n_classes is 2"):
+        fit_multinomial_logistic(x, y, 1.0, n_classes=2)
+    with pytest.raises(ValueError, match="C must be positive"):
+        fit_multinomial_logistic(x, y, [1.0, 0.0])
+
+
+def test_grid_predict_matches_sklearn_and_handles_missing_classes():
+    from sklearn.linear_model import LogisticRegression
+
+    from raddino_lib.eval.probe import grid_predict
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 10))
+    x_ev = rng.normal(size=(100, 10))
+    # five bins of which the training rows hold only codes 1, 3 and 4 (as in a fold)
+    y = np.array([1, 3, 4])[(x @ rng.normal(size=(10, 3)) + rng.gumbel(size=(400, 3))).argmax(1)]
+    yb = (x[:, 0] + 0.5 * rng.normal(size=400) > 0).astype(np.int64) * 5  # binary, codes 0 / 5
+    for target in (y, yb):
+        pred = grid_predict(x, target, x_ev, [0.01, 1.0])
+        assert pred.shape == (2, 100) and set(np.unique(pred)) <= set(np.unique(target))
+        for g, c in enumerate((0.01, 1.0)):
+            ref = LogisticRegression(C=c, max_iter=5000).fit(x, target).predict(x_ev)
+            assert (pred[g] == ref).mean() >= 0.97
+    assert (grid_predict(x, np.full(400, 2), x_ev, [1.0]) == 2).all()
+
+
 def test_cached_finding_probe_returns_the_computed_table(tmp_path, monkeypatch):
     """Same inputs -> the cached table, identical to the computed one (attrs included); any
     change of features, labels or seeds -> a new computation."""

@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
 
-from raddino_lib.eval.logistic import fit_multilabel_logistic
+from raddino_lib.eval.logistic import fit_multilabel_logistic, fit_multinomial_logistic
 from raddino_lib.eval.metrics import auprc, quantile_bins
 
 C_GRID: tuple[float, ...] = (0.003, 0.03, 0.3)
@@ -234,10 +234,30 @@ def metadata_targets(meta: pd.DataFrame, variable: str, bins: str = "paper") -> 
     return pd.Series(codes, index=col.index)
 
 
-def _fit_multiclass(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> LogisticRegression:
-    if len(np.unique(y)) <= 2:
-        return _fit(x, y, c, seed)
-    return LogisticRegression(C=c, max_iter=1000, random_state=seed).fit(x, y)
+def grid_predict(
+    x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, c_grid: Sequence[float]
+) -> np.ndarray:
+    """Class predictions ``[G, N_eval]`` of a logistic regression fitted on ``(x_fit, y_fit)``
+    at each C of ``c_grid``, all C values in one L-BFGS run (:data:`PROBE_DTYPE`).
+
+    Two classes: scikit-learn's binary objective (:func:`fit_multilabel_logistic`, one column
+    per C); more: its multinomial one (:func:`fit_multinomial_logistic`). Only the classes
+    present in ``y_fit`` are fitted and predicted, as scikit-learn does.
+    """
+    classes, y_idx = np.unique(np.asarray(y_fit), return_inverse=True)
+    g = len(c_grid)
+    if len(classes) == 1:
+        return np.full((g, len(x_eval)), classes[0])
+    if len(classes) == 2:
+        m = fit_multilabel_logistic(
+            x_fit, np.tile(y_idx[:, None].astype(np.float64), (1, g)), np.asarray(c_grid),
+            max_iter=1000, dtype=PROBE_DTYPE,
+        )  # fmt: skip
+        return classes[(m.decision_function(x_eval) > 0).astype(np.int64).T]
+    m = fit_multinomial_logistic(
+        x_fit, y_idx, c_grid, n_classes=len(classes), max_iter=1000, dtype=PROBE_DTYPE
+    )
+    return classes[m.predict(x_eval)]
 
 
 def metadata_probe(
@@ -297,15 +317,17 @@ def metadata_probe(
             for kind, x in kinds.items():
                 xv = x[keep]
                 sc = StandardScaler().fit(xv[tr][itr])
-                for c in c_grid:
-                    clf = _fit_multiclass(sc.transform(xv[tr][itr]), y[tr][itr], c, seed)
-                    a = float(np.mean(clf.predict(sc.transform(xv[tr][iva])) == y[tr][iva]))
+                pred = grid_predict(
+                    sc.transform(xv[tr][itr]), y[tr][itr], sc.transform(xv[tr][iva]), c_grid
+                )  # [C, N_val]: every C in one fit
+                for c, p in zip(c_grid, pred, strict=True):
+                    a = float(np.mean(p == y[tr][iva]))
                     if a > best:
                         best_k, best_c, best = kind, c, a
             xv = kinds[best_k][keep]
             sc = StandardScaler().fit(xv[tr])
-            clf = _fit_multiclass(sc.transform(xv[tr]), y[tr], best_c, seed)
-            accs.append(float(np.mean(clf.predict(sc.transform(xv[te])) == y[te])))
+            pred = grid_predict(sc.transform(xv[tr]), y[tr], sc.transform(xv[te]), [best_c])[0]
+            accs.append(float(np.mean(pred == y[te])))
             chosen.append(best_k)
         rows.append(
             {
