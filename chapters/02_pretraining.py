@@ -197,8 +197,8 @@ fig = vssl.views_figure(example, views, example_masks, cfg.patch_size, seed=cfg.
 # Learning rate (linear warm-up, then cosine, scaled by the square root of the batch), weight
 # decay (cosine up), teacher momentum (cosine to `momentum_end`: 1 in DINOv2; 0.996 at `laptop`,
 # where a teacher frozen for the last quarter of a short run stopped learning) and teacher
-# temperature, per step. The
-# prototype layer is frozen (zero learning rate) for the first steps, as DINOv2 does.
+# temperature, per step. The prototype layer is frozen (zero learning rate) for the first
+# steps, as DINOv2 does.
 
 # %%
 fig = vssl.schedules_figure(build_schedules(cfg))
