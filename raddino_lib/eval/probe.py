@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.preprocessing import StandardScaler
@@ -27,21 +26,6 @@ C_GRID: tuple[float, ...] = (0.003, 0.03, 0.3)
 # made the 3456-feature ablation probe 5-9x faster than float64 one fit at a time, with the
 # same AUPRCs to 3-4 decimals (2162 x 3456 features, 6 findings, one thread).
 PROBE_DTYPE = torch.float32
-
-
-# Newton-Cholesky (a d x d Hessian per iteration) converges in a few iterations and was 4x
-# faster than lbfgs on 384 standardised features, with the same AUPRC to 4 decimals; above
-# this width its Hessian costs more than lbfgs' iterations.
-NEWTON_MAX_DIM = 2048
-
-
-def _fit(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> LogisticRegression:
-    binary = len(np.unique(y)) <= 2
-    if binary and x.shape[1] <= NEWTON_MAX_DIM:
-        clf = LogisticRegression(C=c, solver="newton-cholesky", max_iter=100, random_state=seed)
-    else:
-        clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-    return clf.fit(x, y)
 
 
 def _labelled(y: np.ndarray) -> np.ndarray:
