@@ -146,8 +146,13 @@ run = run_segmentation(cfg, views, encoders, rows, few_shot_rows=few_shot_rows,
 results["encoders"] = {n: e.describe() for n, e in encoders.items()}
 results.update(run.to_json())
 results["seconds"] = round(time.time() - t_start, 1)
-display(Markdown(f"Trained {len(run.table.groupby(['encoder', 'head']))} models and "
-                 f"{len(run.few_shot)} few-shot heads in {results['seconds'] / 60:.1f} min."))  # fmt: skip
+n_cached = sum(int(d["cached"].eq(True).sum()) for d in (run.table, run.few_shot) if "cached" in d)
+results["rows_from_cache"] = n_cached
+display(Markdown(f"{len(run.table.groupby(['encoder', 'head']))} models and {len(run.few_shot)} "
+                 f"few-shot heads in {results['seconds'] / 60:.1f} min"
+                 + (f" ({n_cached} result rows loaded from the cache, trained by an earlier run "
+                    "with the same settings; their training seconds are that run's)."
+                    if n_cached else ", all trained now.")))  # fmt: skip
 
 # %% [markdown]
 # ## Table 6, this run beside the paper's

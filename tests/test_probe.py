@@ -224,6 +224,46 @@ def test_multinomial_logistic_matches_sklearn_per_c():
         fit_multinomial_logistic(x, y, [1.0, 0.0])
 
 
+def test_wide_features_solve_in_the_row_space_to_sklearns_optimum():
+    """With more features than rows both fits solve in the row space of x (QR): the same
+    optimum as the full solve and as scikit-learn's, for the binary and the softmax objective,
+    with a warm start from a full-dimensional model and with masked labels."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from raddino_lib.eval.logistic import _row_space, fit_multinomial_logistic
+
+    rng = np.random.default_rng(3)
+    n, d = 60, 400
+    x = rng.normal(size=(n, d))
+    z, q = _row_space(torch.as_tensor(x))
+    assert q is not None and tuple(q.shape) == (d, n) and tuple(z.shape) == (n, n)
+    np.testing.assert_allclose(q.T @ q, np.eye(n), atol=1e-10)  # orthonormal basis
+    np.testing.assert_allclose(z @ q.T, x, atol=1e-10)  # spans the rows of x
+    assert _row_space(torch.as_tensor(x.T))[1] is None  # D <= N: left as it is
+    y = (x[:, :3].sum(1) + rng.normal(size=n) > 0).astype(float)[:, None]
+    mask = rng.random((n, 1)) > 0.1
+    kw = dict(mask=mask, tol=1e-10, max_iter=5000)
+    for c in (0.01, 1.0):
+        red = fit_multilabel_logistic(x, y, c, **kw)
+        full = fit_multilabel_logistic(x, y, c, row_space=False, **kw)
+        m = mask[:, 0]
+        ref = LogisticRegression(C=c, tol=1e-10, max_iter=10000).fit(x[m], y[m, 0])
+        np.testing.assert_allclose(red.decision_function(x), full.decision_function(x), atol=2e-3)
+        np.testing.assert_allclose(red.decision_function(x)[:, 0], ref.decision_function(x),
+                                   atol=2e-3)  # fmt: skip
+        # the weights lie in the row space: nothing of them is orthogonal to x's rows
+        w = red.coef[0]
+        np.testing.assert_allclose(w - q.numpy() @ (q.numpy().T @ w), 0, atol=1e-10)
+    warm = fit_multilabel_logistic(x, y, 1.0, init=full.tile(1), **kw)
+    np.testing.assert_allclose(warm.decision_function(x), red.decision_function(x), atol=2e-3)
+    yk = rng.integers(0, 3, n)
+    red = fit_multinomial_logistic(x, yk, [0.1, 1.0], tol=1e-10, max_iter=5000)
+    for g, c in enumerate((0.1, 1.0)):
+        ref = LogisticRegression(C=c, tol=1e-10, max_iter=10000).fit(x, yk)
+        np.testing.assert_allclose(red.predict_proba(x)[g], ref.predict_proba(x), atol=2e-3)
+
+
 def test_grid_predict_matches_sklearn_and_handles_missing_classes():
     from sklearn.linear_model import LogisticRegression
 

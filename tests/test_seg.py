@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -418,3 +419,64 @@ def test_task_groups() -> None:
     assert _groups(("ribs",), True, ("ribs",)) == [("ribs",)]
     with pytest.raises(ValueError, match="unknown segmentation task 'rib'"):
         _groups(tasks, True, ("rib",))
+
+
+# ------------------------------------------------------------------- cached models
+def test_trained_models_come_back_from_the_cache(tmp_path, monkeypatch) -> None:
+    """A second run with the same key trains nothing and runs no encoder, and returns the
+    same numbers; a changed setting retrains; a corrupted file is reported and retrained."""
+    import warnings
+
+    import raddino_lib.seg.experiment as ex
+    from raddino_lib.config import make_config
+    from raddino_lib.data.phantom import generate_dataset
+    from raddino_lib.data.records import load_records
+    from raddino_lib.models.registry import load_encoder
+    from raddino_lib.seg.cache import SegCacheRebuildWarning
+    from raddino_lib.seg.data import make_views
+
+    monkeypatch.setenv("RADDINO_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "ph"
+    generate_dataset(root, 16, size=64, seed=5, workers=1, progress=False)
+    rec = seg_records(load_records(root)).head(10).copy()
+    rec["seg_split"] = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
+    views = make_views(root, rec, tasks=("lungs",), size=32, n_views=0, progress=False)
+    cfg = make_config("smoke", progress=False, image_size=32, embed_dim=16, depth=2,
+                      seg_tasks=("lungs",), seg_shots=(2,))  # fmt: skip
+    enc = {"r": load_encoder("random", cfg=cfg, seed=0)}
+    rows, fs = [("r", "linear")], [("r", "linear")]
+    ex_rows = views.rows("test")
+    first = ex.run_segmentation(cfg, views, enc, rows, few_shot_rows=fs, example_rows=ex_rows)
+    files = list((tmp_path / "cache" / "seg").glob("*.safetensors"))
+    assert len(files) == 4  # the head, two few-shot points, the U-Net
+    assert "cached" not in first.table
+
+    def no_encoder(*a, **k):
+        raise AssertionError("a fully cached run must not embed anything")
+
+    monkeypatch.setattr(ex, "encoder_maps", no_encoder)
+    second = ex.run_segmentation(cfg, views, enc, rows, few_shot_rows=fs, example_rows=ex_rows)
+    assert second.table["cached"].all() and second.few_shot["cached"].all()
+    cols = ["encoder", "head", "task", "mean", "std", "n", "seconds", "best_step"]
+    pd.testing.assert_frame_equal(first.table[cols], second.table[cols])
+    pd.testing.assert_frame_equal(first.few_shot[cols[:2] + ["n_train", "mean"]],
+                                  second.few_shot[cols[:2] + ["n_train", "mean"]])  # fmt: skip
+    for k, v in first.per_image.items():
+        np.testing.assert_array_equal(second.per_image[k], v)
+    for k, v in first.examples.items():
+        assert second.examples[k].dtype == bool
+        np.testing.assert_array_equal(second.examples[k], v)
+    # another number of steps is another model: the head retrains (the encoder runs again)
+    with pytest.raises(AssertionError, match="must not embed"):
+        more = dataclasses.replace(cfg, seg_steps=5)
+        ex.run_segmentation(more, views, enc, rows, example_rows=ex_rows, unet=False)
+    monkeypatch.undo()
+    monkeypatch.setenv("RADDINO_CACHE", str(tmp_path / "cache"))
+    for f in (tmp_path / "cache" / "seg").glob("*.safetensors"):
+        f.write_bytes(f.read_bytes()[:-7])
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        third = ex.run_segmentation(cfg, views, enc, rows, example_rows=ex_rows, unet=False)
+    assert any(issubclass(x.category, SegCacheRebuildWarning) for x in w)
+    assert "cached" not in third.table
+    np.testing.assert_allclose(third.table["mean"], first.table.query("encoder == 'r'")["mean"])

@@ -33,6 +33,7 @@ from raddino_lib.paths import cache_dir
 __all__ = [
     "CACHE_VERSION",
     "CacheRebuildWarning",
+    "array_digest",
     "cache_file",
     "cached_embeddings",
     "dataset_key",
@@ -88,7 +89,8 @@ def cache_file(key: dict[str, Any]) -> Path:
     return cache_dir("embeddings", f"{hashlib.sha256(blob).hexdigest()[:24]}.safetensors")
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
+def array_digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over named arrays (names, dtypes, shapes and bytes, in name order)."""
     h = hashlib.sha256()
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
@@ -110,7 +112,7 @@ def _read(path: Path, key: dict[str, Any]) -> dict[str, np.ndarray] | None:
     else:
         if json.loads(meta.get("key", "null")) != key:
             problem = "its stored key differs from the requested one"
-        elif meta.get("sha256") != _digest(arrays):
+        elif meta.get("sha256") != array_digest(arrays):
             problem = "its checksum does not match its contents"
         elif any(len(a) != key["n"] for a in arrays.values()):
             problem = "its arrays do not have one row per record"
@@ -170,7 +172,7 @@ def cached_embeddings(
     if cache:
         from safetensors.numpy import save_file
 
-        meta = {"key": json.dumps(key, sort_keys=True), "sha256": _digest(arrays)}
+        meta = {"key": json.dumps(key, sort_keys=True), "sha256": array_digest(arrays)}
         atomic_save(
             path,
             lambda t: save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()},

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from raddino_lib.data.arrays import image_array
-from raddino_lib.eval.probe import finding_probe, metadata_probe
+from raddino_lib.eval.probe import cached_finding_probe, metadata_probe
 
 
 @dataclass
@@ -46,7 +46,7 @@ def pixel_floor(
     if len(frontal) == 0:
         raise ValueError("pixel_floor needs frontal (PA/AP) images; the records have none")
     x = pixel_features(root, frontal, size, progress=progress)
-    fin = finding_probe(
+    fin = cached_finding_probe(
         x, frontal[list(findings)], frontal["split"], frontal["subject_id"], seeds=seeds
     )
     meta = metadata_probe(x, frontal, frontal["subject_id"], variables=metadata, seed=seeds[0])

@@ -11,6 +11,13 @@ exactly scikit-learn's objective::
 match ``LogisticRegression(C=C_j)`` fitted on that column's labelled rows (tested to 1e-4 in
 the decision function). The joint fit costs a few matrix products per iteration instead of
 ``F`` separate solver runs: 10-50x faster for 13 findings on a few thousand features.
+
+With more features than rows (``D > N``: pooled patch grids of a few hundred images) both
+fits solve in the row space of ``x``: with ``Q [D, N]`` an orthonormal basis of it (QR) the
+weights are ``W = Q B``, the logits ``(x Q) B`` and the penalty ``||B||^2``. The optimum is the
+same (every gradient ``x^T g + W`` lies in that span, so the weights never leave it), L-BFGS
+from zero takes the same steps (it is invariant to an orthogonal change of variables), and
+each iteration costs ``N x N`` instead of ``N x D`` products.
 """
 
 from __future__ import annotations
@@ -26,6 +33,17 @@ __all__ = [
     "fit_multilabel_logistic",
     "fit_multinomial_logistic",
 ]
+
+
+def _row_space(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``x [N, D]`` -> ``(x Q [N, N], Q [D, N])`` where ``D > N``, ``Q`` an orthonormal basis
+    of the row space (reduced QR of ``x^T``, float64; 4x cheaper than an SVD here), else
+    ``(x, None)``. The reduced features come back in ``x``'s dtype."""
+    n, d = x.shape
+    if d <= n or n == 0:
+        return x, None
+    q, r = torch.linalg.qr(x.to(torch.float64).T)  # x^T = Q R, so x = R^T Q^T and x Q = R^T
+    return r.T.contiguous().to(x.dtype), q
 
 
 class MultiLabelLogistic:
@@ -58,6 +76,7 @@ def fit_multilabel_logistic(
     tol: float = 1e-6,
     init: MultiLabelLogistic | None = None,
     dtype: torch.dtype = torch.float64,
+    row_space: bool = True,
 ) -> MultiLabelLogistic:
     """Fit one logistic regression per column of ``y``.
 
@@ -74,6 +93,8 @@ def fit_multilabel_logistic(
             matrix products, which bound the time on a CPU; on the book's probes it gave the
             same AUPRCs to 3-4 decimals (decision functions within ~0.1 where the
             float64 solver had not converged either).
+        row_space: with ``D > N``, solve in the row space of ``x`` (same optimum, see the
+            module docstring); False: in all ``D`` dimensions.
 
     Returns:
         :class:`MultiLabelLogistic` with ``coef [F, D]``, ``intercept [F]``.
@@ -92,11 +113,14 @@ def fit_multilabel_logistic(
     cv = torch.as_tensor(np.broadcast_to(np.asarray(c, dtype=np.float64), (f,)).copy()).to(dtype)
     if (cv <= 0).any():
         raise ValueError(f"C must be positive, got {cv.tolist()}")
+    xt, basis = _row_space(xt) if row_space else (xt, None)
+    r = xt.shape[1]
     if init is not None and init.coef.shape == (f, d):
-        w = torch.tensor(init.coef.T.copy(), dtype=dtype, requires_grad=True)
+        w0 = torch.as_tensor(init.coef.T.copy())  # [D, F]; projected onto the row space
+        w = (w0 if basis is None else basis.T @ w0).to(dtype).requires_grad_(True)
         b = torch.tensor(init.intercept.copy(), dtype=dtype, requires_grad=True)
     else:
-        w = torch.zeros(d, f, dtype=dtype, requires_grad=True)
+        w = torch.zeros(r, f, dtype=dtype, requires_grad=True)
         b = torch.zeros(f, dtype=dtype, requires_grad=True)
     scale = 1.0 / n  # same minimiser, better-conditioned objective for the line search
     opt = torch.optim.LBFGS(
@@ -113,7 +137,8 @@ def fit_multilabel_logistic(
         return loss
 
     opt.step(closure)
-    coef = w.detach().to(torch.float64).numpy().T.copy()
+    wd = w.detach().to(torch.float64)
+    coef = (wd if basis is None else basis @ wd).numpy().T.copy()
     return MultiLabelLogistic(coef, b.detach().to(torch.float64).numpy().copy())
 
 
@@ -149,6 +174,7 @@ def fit_multinomial_logistic(
     max_iter: int = 500,
     tol: float = 1e-6,
     dtype: torch.dtype = torch.float64,
+    row_space: bool = True,
 ) -> MultinomialLogistic:
     """Fit one multinomial (softmax) logistic regression per value of ``c``, all at once.
 
@@ -167,6 +193,7 @@ def fit_multinomial_logistic(
         c: one inverse regularisation strength or ``[G]`` of them.
         n_classes: ``K`` (default: ``y.max() + 1``).
         dtype: the solver's precision (see :func:`fit_multilabel_logistic`).
+        row_space: with ``D > N``, solve in the row space of ``x`` (see the module docstring).
 
     Returns:
         :class:`MultinomialLogistic` with ``coef [G, K, D]`` and ``intercept [G, K]``.
@@ -187,7 +214,8 @@ def fit_multinomial_logistic(
     if (cv <= 0).any():
         raise ValueError(f"C must be positive, got {cv.tolist()}")
     g, (n, d) = len(cv), xt.shape
-    w = torch.zeros(d, g * k, dtype=dtype, requires_grad=True)
+    xt, basis = _row_space(xt) if row_space else (xt, None)
+    w = torch.zeros(xt.shape[1], g * k, dtype=dtype, requires_grad=True)
     b = torch.zeros(g * k, dtype=dtype, requires_grad=True)
     scale = 1.0 / max(n, 1)
     opt = torch.optim.LBFGS(
@@ -205,5 +233,7 @@ def fit_multinomial_logistic(
         return loss
 
     opt.step(closure)
-    coef = w.detach().to(torch.float64).numpy().reshape(d, g, k).transpose(1, 2, 0).copy()
+    wd = w.detach().to(torch.float64)
+    wd = wd if basis is None else basis @ wd  # [D, G * K]
+    coef = wd.numpy().reshape(d, g, k).transpose(1, 2, 0).copy()
     return MultinomialLogistic(coef, b.detach().to(torch.float64).numpy().reshape(g, k).copy())

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from raddino_lib.data.arrays import image_array
 from raddino_lib.eval.embed import embed_array, probe_features
-from raddino_lib.eval.probe import finding_probe
+from raddino_lib.eval.probe import cached_finding_probe
 from raddino_lib.models.backbone import ViTBackbone
 
 __all__ = [
@@ -66,7 +66,7 @@ def encoder_probe(
         grid=grid if feature_kind == "cls+mean+grid" else 0,
     )  # fmt: skip
     x = probe_features(emb, feature_kind)
-    return finding_probe(
+    return cached_finding_probe(
         x, frontal[list(findings)], frontal["split"], frontal["subject_id"], seeds=seeds
     )
 
@@ -188,7 +188,7 @@ def learning_checks(
 
 
 def seed_means(result: pd.DataFrame) -> list[float]:
-    """Per-seed finding-mean AUPRC of a :func:`finding_probe` table (NaN findings skipped)."""
+    """Per-seed finding-mean AUPRC of a finding-probe table (NaN findings skipped)."""
     cols = sorted(c for c in result.columns if c.startswith("seed_"))
     return [float(np.nanmean(result[c].to_numpy(dtype=float))) for c in cols]
 
@@ -229,7 +229,7 @@ def compare_probes(
     from raddino_lib.eval.floor import pixel_features
 
     x_pix = pixel_features(root, frontal, pixel_size, progress=False)
-    pixels = finding_probe(
+    pixels = cached_finding_probe(
         x_pix, frontal[list(findings)], frontal["split"], frontal["subject_id"], seeds=seeds
     )
     pix_col = f"raw pixels {pixel_size}px"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from raddino_lib.config import Config
+from raddino_lib.seg.cache import load_model_scores, model_key, save_model_scores
 from raddino_lib.seg.data import TASKS, SegViews, task_channels
 from raddino_lib.seg.heads import build_head, head_layers
 from raddino_lib.seg.metrics import dice_per_image, dice_summary
@@ -262,53 +264,36 @@ def run_segmentation(
     n_train_all = len(few_shot_sources(views, 0))
     shot_sizes = sorted({*(s for s in cfg.seg_shots if 0 < s < n_train_all), n_train_all})
     order = list(dict.fromkeys(e for e, _ in [*rows, *few_shot_rows]))
+    dev, prec = _device(cfg)
+    keyed = partial(model_key, cfg, views, device=dev.type, precision=prec)
     for name in tqdm(order, desc="segmentation encoders", disable=not cfg.progress):
         enc = encoders[name]
         heads = [h for e, h in rows if e == name]
         fs_heads = [h for e, h in few_shot_rows if e == name]
-        layers = {
-            h: head_layers(enc.num_layers, h, cfg.seg_linear_layers) for h in {*heads, *fs_heads}
-        }
-        t0 = time.perf_counter()
-        maps = encoder_maps(enc, views, sorted({i for ls in layers.values() for i in ls}), cfg)
-        feat_s = time.perf_counter() - t0
+        maps = _LazyMaps(enc, views, cfg, {*heads, *fs_heads})
         for head in heads:
-            inputs = [maps[i] for i in layers[head]]
             for group in _groups(tasks, joint, cfg.seg_separate):
-                torch.manual_seed(cfg.seed)
-                k = sum(len(task_channels(t)) for t in group)
-                model = _head(head, enc.embed_dim, k, cfg, len(layers[head]))
-                out = _train_and_score(
-                    model, inputs, views, group, cfg, steps=cfg.seg_steps, **_opt(head, cfg),
-                    example_rows=example_rows, desc=f"{name} {head}",
-                )  # fmt: skip
-                out[1]["feature_seconds"] = round(feat_s, 2)
+                k = keyed(encoder=enc.identity(), head=head, tasks=group,
+                          layers=maps.layers[head], example_rows=example_rows)  # fmt: skip
+                out = _cached(cfg, k, _train_head, maps, head, group, views, cfg,
+                              example_rows=example_rows, desc=f"{name} {head}")  # fmt: skip
                 _collect(out, name, head, table, per_image, examples)
         for head in fs_heads:
-            inputs = [maps[i] for i in layers[head]]
             for n in shot_sizes:
-                torch.manual_seed(cfg.seed)
-                model = _head(
-                    head, enc.embed_dim, len(task_channels("lungs")), cfg, len(layers[head])
-                )
-                scores, info, _ = _train_and_score(
-                    model, inputs, views, ("lungs",), cfg, steps=cfg.seg_steps,
-                    **_opt(head, cfg),
-                    sources=few_shot_sources(views, n, cfg.seed), desc=f"{name} {head} n={n}",
+                src = few_shot_sources(views, n, cfg.seed)
+                k = keyed(encoder=enc.identity(), head=head, tasks=("lungs",),
+                          layers=maps.layers[head], sources=src)  # fmt: skip
+                scores, info, _ = _cached(
+                    cfg, k, _train_head, maps, head, ("lungs",), views, cfg, sources=src,
+                    desc=f"{name} {head} n={n}",
                 )  # fmt: skip
                 summ = scores["lungs"][0]
                 shots.append({"encoder": name, "head": head, "n_train": n, **summ, **info})
         del maps
     if unet:
-        images = torch.from_numpy(views.images).unsqueeze(1)
         for group in _groups(tasks, joint, cfg.seg_separate):
-            torch.manual_seed(cfg.seed)
-            k = sum(len(task_channels(t)) for t in group)
-            model = UNet(k, cfg.seg_unet_encoder, mean=cfg.pixel_mean, std=cfg.pixel_std)
-            out = _train_and_score(
-                model, [images], views, group, cfg, steps=cfg.seg_unet_steps, lr=cfg.seg_lr,
-                example_rows=example_rows, desc="U-Net",
-            )  # fmt: skip
+            k = keyed(encoder=UNET, head=UNET_HEAD, tasks=group, example_rows=example_rows)
+            out = _cached(cfg, k, _train_unet, views, group, cfg, example_rows=example_rows)
             _collect(out, UNET, UNET_HEAD, table, per_image, examples)
     return SegRun(
         table=pd.DataFrame(table),
@@ -317,6 +302,74 @@ def run_segmentation(
         examples=examples,
         example_rows=np.zeros(0, int) if example_rows is None else np.asarray(example_rows),
     )
+
+
+class _LazyMaps:
+    """One encoder's patch maps for a set of heads, computed on first need (a fully cached
+    encoder is never run)."""
+
+    def __init__(self, enc: Any, views: SegViews, cfg: Config, heads: set[str]) -> None:
+        self.enc, self.views, self.cfg = enc, views, cfg
+        self.layers = {h: head_layers(enc.num_layers, h, cfg.seg_linear_layers) for h in heads}
+        self._maps: dict[int, torch.Tensor] | None = None
+        self.seconds = 0.0
+
+    def inputs(self, head: str) -> list[torch.Tensor]:
+        if self._maps is None:
+            t0 = time.perf_counter()
+            need = sorted({i for ls in self.layers.values() for i in ls})
+            self._maps = encoder_maps(self.enc, self.views, need, self.cfg)
+            self.seconds = round(time.perf_counter() - t0, 2)
+        return [self._maps[i] for i in self.layers[head]]
+
+
+def _cached(cfg: Config, key: dict[str, Any], train: Any, *args: Any, **kwargs: Any) -> Any:
+    """The trained model of ``key`` from the cache (``cfg.seg_cache``), else
+    ``train(*args, **kwargs)``, stored."""
+    out = load_model_scores(key) if cfg.seg_cache else None
+    if out is None:
+        out = train(*args, **kwargs)
+        if cfg.seg_cache:
+            save_model_scores(key, out)
+    return out
+
+
+def _train_head(
+    maps: _LazyMaps,
+    head: str,
+    group: Sequence[str],
+    views: SegViews,
+    cfg: Config,
+    *,
+    sources: np.ndarray | None = None,
+    example_rows: np.ndarray | None = None,
+    desc: str = "",
+) -> Any:
+    """Train and score one frozen-encoder head on ``group``'s tasks."""
+    inputs = maps.inputs(head)
+    torch.manual_seed(cfg.seed)
+    n_out = sum(len(task_channels(t)) for t in group)
+    model = _head(head, maps.enc.embed_dim, n_out, cfg, len(maps.layers[head]))
+    out = _train_and_score(
+        model, inputs, views, group, cfg, steps=cfg.seg_steps, **_opt(head, cfg),
+        sources=sources, example_rows=example_rows, desc=desc,
+    )  # fmt: skip
+    out[1]["feature_seconds"] = maps.seconds
+    return out
+
+
+def _train_unet(
+    views: SegViews, group: Sequence[str], cfg: Config, *, example_rows: np.ndarray | None
+) -> Any:
+    """Train and score the end-to-end U-Net on ``group``'s tasks."""
+    torch.manual_seed(cfg.seed)
+    n_out = sum(len(task_channels(t)) for t in group)
+    model = UNet(n_out, cfg.seg_unet_encoder, mean=cfg.pixel_mean, std=cfg.pixel_std)
+    images = torch.from_numpy(views.images).unsqueeze(1)
+    return _train_and_score(
+        model, [images], views, group, cfg, steps=cfg.seg_unet_steps, lr=cfg.seg_lr,
+        example_rows=example_rows, desc="U-Net",
+    )  # fmt: skip
 
 
 def _head(head: str, dim: int, k: int, cfg: Config, n_maps: int) -> torch.nn.Module:
