@@ -102,7 +102,8 @@ results["setup"] = {
 display(Markdown(
     f"**Data.** {len(records)} frontal images of {results['setup']['subjects']} subjects, split "
     f"70/15/15 by subject: {int(counts['train'])} train, {int(counts['val'])} validation, "
-    f"{int(counts['test'])} test; {cfg.seg_views} augmented copies of each training image "
+    f"{int(counts['test'])} test; {cfg.seg_views} augmented "
+    f"{'copy' if cfg.seg_views == 1 else 'copies'} of each training image "
     f"(affine, elastic, brightness, contrast, gamma; no flips, the masks are named by the "
     f"patient's side). Masks and Dice at {cfg.seg_size} px. Test images that contain the "
     f"structure: " + ", ".join(f"{t} {n}" for t, n in results["setup"]["positives_test"].items())

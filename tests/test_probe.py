@@ -337,3 +337,40 @@ def test_metadata_probe_chooses_the_feature_kind_on_the_inner_split():
     assert [res.loc["sex", f"fold_{k}"] for k in range(5)] == [
         alone.loc["sex", f"fold_{k}"] for k in range(5)
     ]
+
+
+def test_cached_metadata_probe_returns_the_computed_table(tmp_path, monkeypatch):
+    """Same inputs -> the stored table, equal to the computed one (list cells included); other
+    features, metadata or options -> computed again."""
+    from raddino_lib.eval import probe as probe_mod
+
+    monkeypatch.setenv("RADDINO_CACHE", str(tmp_path))
+    rng = np.random.default_rng(5)
+    n = 200
+    meta = pd.DataFrame({"sex": rng.choice(["M", "F"], n), "age": rng.uniform(20, 90, n)})
+    x = {"a": np.c_[(meta["sex"] == "M") * 2.0 + rng.normal(size=n), rng.normal(size=(n, 3))],
+         "b": rng.normal(size=(n, 2))}  # fmt: skip
+    subjects = np.arange(n) // 2
+    calls = []
+    real = probe_mod.metadata_probe
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(probe_mod, "metadata_probe", counting)
+    kw = dict(variables=("sex", "age"), folds=3)
+    first = probe_mod.cached_metadata_probe(x, meta, subjects, **kw)
+    again = probe_mod.cached_metadata_probe(x, meta, subjects, **kw)
+    assert len(calls) == 1
+    pd.testing.assert_frame_equal(first, again)
+    assert isinstance(again.loc["sex", "kinds"], list) and len(again.loc["sex", "kinds"]) == 3
+    assert first.loc["sex", "acc_mean"] > 0.7
+    probe_mod.cached_metadata_probe(x, meta, subjects, seed=1, **kw)
+    meta2 = meta.copy()
+    meta2.loc[0, "age"] = 95.0
+    probe_mod.cached_metadata_probe(x, meta2, subjects, **kw)
+    probe_mod.cached_metadata_probe({"a": x["a"]}, meta, subjects, **kw)
+    assert len(calls) == 4
+    with pytest.raises(TypeError, match="unknown options \\['seeds'\\]"):
+        probe_mod.cached_metadata_probe(x, meta, subjects, seeds=[0])

@@ -358,14 +358,16 @@ def compare_metadata(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, pd.DataFrame]:
-    """:func:`~raddino_lib.eval.probe.metadata_probe` per encoder on the same rows and folds
-    (the folds depend only on the labels, the subjects and ``seed``, so they are shared and
+    """:func:`~raddino_lib.eval.probe.metadata_probe` (cached) per encoder on the same rows and
+    folds (the folds depend only on the labels, the subjects and ``seed``, so they are shared and
     encoders can be compared fold by fold)."""
     from tqdm.auto import tqdm
 
-    from raddino_lib.eval.probe import metadata_probe
+    from raddino_lib.eval.probe import cached_metadata_probe
 
     return {
-        name: metadata_probe(x, meta, subjects, variables=variables, folds=folds, seed=seed)
+        name: cached_metadata_probe(
+            x, meta, subjects, variables=variables, folds=folds, seed=seed
+        )  # fmt: skip
         for name, x in tqdm(features.items(), desc="metadata", disable=not progress, leave=False)
     }

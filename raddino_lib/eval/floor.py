@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from raddino_lib.data.arrays import image_array
-from raddino_lib.eval.probe import cached_finding_probe, metadata_probe
+from raddino_lib.eval.probe import cached_finding_probe, cached_metadata_probe
 
 
 @dataclass
@@ -49,5 +49,7 @@ def pixel_floor(
     fin = cached_finding_probe(
         x, frontal[list(findings)], frontal["split"], frontal["subject_id"], seeds=seeds
     )
-    meta = metadata_probe(x, frontal, frontal["subject_id"], variables=metadata, seed=seeds[0])
+    meta = cached_metadata_probe(
+        x, frontal, frontal["subject_id"], variables=metadata, seed=seeds[0]
+    )
     return FloorResult(findings=fin, metadata=meta, size=size, n_images=len(frontal))

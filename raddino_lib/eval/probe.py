@@ -369,6 +369,48 @@ def _probe_key(
     return h.hexdigest()[:24]
 
 
+def _table_to_json(df: pd.DataFrame) -> str:
+    """A probe table as JSON: floats round-trip exactly, list cells stay lists, attrs kept."""
+    import json
+
+    blob = {
+        "index": list(df.index), "index_name": df.index.name, "columns": list(df.columns),
+        "data": df.astype(object).where(df.notna(), None).to_numpy().tolist(),
+        "dtypes": {c: str(t) for c, t in df.dtypes.items()},
+        "attrs": df.attrs,
+    }  # fmt: skip
+    return json.dumps(blob)
+
+
+def _table_from_json(text: str) -> pd.DataFrame:
+    """Inverse of :func:`_table_to_json` (raises ValueError or KeyError on a damaged file)."""
+    import json
+
+    blob = json.loads(text)
+    df = pd.DataFrame(blob["data"], index=blob["index"], columns=blob["columns"])
+    df = df.astype(blob["dtypes"])
+    df.index.name = blob["index_name"]
+    df.attrs.update(blob["attrs"])
+    return df
+
+
+def _cached_table(kind: str, key: str, compute: Any, cache: bool) -> pd.DataFrame:
+    """The table stored under ``.cache/probes`` for ``key``, else ``compute()`` (stored)."""
+    from raddino_lib.atomic import atomic_write_text
+    from raddino_lib.paths import cache_dir
+
+    path = cache_dir("probes", f"{kind}{key}.json")
+    if cache and path.is_file():
+        try:
+            return _table_from_json(path.read_text())
+        except (ValueError, KeyError, TypeError):
+            pass  # a damaged cache file: recompute and overwrite it
+    df = compute()
+    if cache:
+        atomic_write_text(path, _table_to_json(df))
+    return df
+
+
 def cached_finding_probe(
     features: np.ndarray | Mapping[str, np.ndarray],
     labels: pd.DataFrame,
@@ -383,35 +425,60 @@ def cached_finding_probe(
     shared reference run and baselines) compute it once. The cached table is the computed one
     exactly (floats round-trip through JSON), ``attrs`` included. ``options``: finding_probe's
     ``seeds``, ``subsample`` and ``c_grid``."""
-    import json
-
-    from raddino_lib.atomic import atomic_write_text
-    from raddino_lib.paths import cache_dir
-
     unknown = sorted(set(options) - set(_PROBE_OPTIONS))
     if unknown:
         known = list(_PROBE_OPTIONS)
         raise TypeError(f"cached_finding_probe: unknown options {unknown}; known {known}")
     opts = {**_PROBE_OPTIONS, **options}
     key = _probe_key(features, labels, split, subjects, **opts)
-    path = cache_dir("probes", f"{key}.json")
-    if cache and path.is_file():
-        try:
-            blob = json.loads(path.read_text())
-            df = pd.DataFrame(blob["data"], index=blob["index"], columns=blob["columns"])
-            df = df.astype(blob["dtypes"])
-            df.index.name = blob["index_name"]
-            df.attrs.update(blob["attrs"])
-            return df
-        except (ValueError, KeyError):
-            pass  # a damaged cache file: recompute and overwrite it
-    df = finding_probe(features, labels, split, subjects, **opts)
-    if cache:
-        blob = {
-            "index": list(df.index), "index_name": df.index.name, "columns": list(df.columns),
-            "data": df.astype(object).where(df.notna(), None).to_numpy().tolist(),
-            "dtypes": {c: str(t) for c, t in df.dtypes.items()},
-            "attrs": df.attrs,
-        }  # fmt: skip
-        atomic_write_text(path, json.dumps(blob))
-    return df
+    return _cached_table(
+        "", key, lambda: finding_probe(features, labels, split, subjects, **opts), cache
+    )
+
+
+# metadata_probe's keyword options and their defaults (the cache key follows them)
+_METADATA_OPTIONS: dict[str, Any] = {
+    name: prm.default
+    for name, prm in inspect.signature(metadata_probe).parameters.items()
+    if prm.kind is inspect.Parameter.KEYWORD_ONLY
+}
+# Bump when metadata_probe's numbers change for the same inputs.
+METADATA_PROBE_VERSION = 1
+
+
+def cached_metadata_probe(
+    features: np.ndarray | Mapping[str, np.ndarray],
+    meta: pd.DataFrame,
+    subjects: Sequence[object],
+    *,
+    cache: bool = True,
+    **options: Any,
+) -> pd.DataFrame:
+    """:func:`metadata_probe`, cached like :func:`cached_finding_probe`: keyed by the feature
+    arrays' bytes, the metadata columns it reads, the subjects, its options (``variables``,
+    ``bins``, ``folds``, ``seed``, ``c_grid``), the solver precision and
+    :data:`METADATA_PROBE_VERSION`."""
+    import hashlib
+
+    unknown = sorted(set(options) - set(_METADATA_OPTIONS))
+    if unknown:
+        known = list(_METADATA_OPTIONS)
+        raise TypeError(f"cached_metadata_probe: unknown options {unknown}; known {known}")
+    opts = {**_METADATA_OPTIONS, **options}
+    h = hashlib.sha256()
+    cands = dict(features) if isinstance(features, Mapping) else {"features": features}
+    for name in sorted(cands):
+        x = np.ascontiguousarray(cands[name])
+        h.update(f"{name}|{x.dtype}|{x.shape}|".encode())
+        h.update(x.tobytes())
+    cols = [v for v in opts["variables"] if v in meta.columns]
+    h.update(pd.util.hash_pandas_object(meta[cols].reset_index(drop=True), index=False)
+             .to_numpy().tobytes())  # fmt: skip
+    h.update("|".join(cols).encode())
+    h.update("\x00".join(map(str, subjects)).encode())
+    spec = {k: (list(v) if isinstance(v, tuple | list) else v) for k, v in opts.items()}
+    h.update(repr([sorted(spec.items()), str(PROBE_DTYPE), METADATA_PROBE_VERSION]).encode())
+    return _cached_table(
+        "metadata_", h.hexdigest()[:24],
+        lambda: metadata_probe(features, meta, subjects, **opts), cache,
+    )  # fmt: skip
