@@ -329,13 +329,31 @@ def metadata_probe(
     return pd.DataFrame(rows).set_index("variable")
 
 
-# finding_probe's keyword options and their defaults, read from its signature (so the cache
-# key follows them).
-_PROBE_OPTIONS: dict[str, Any] = {
-    name: prm.default
-    for name, prm in inspect.signature(finding_probe).parameters.items()
-    if prm.kind is inspect.Parameter.KEYWORD_ONLY
-}
+def _keyword_defaults(fn: Any) -> dict[str, Any]:
+    """``fn``'s keyword-only options and their defaults (so a cache key follows them)."""
+    return {
+        name: prm.default
+        for name, prm in inspect.signature(fn).parameters.items()
+        if prm.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+
+
+def _check_options(fn_name: str, options: Mapping[str, Any], known: Mapping[str, Any]) -> None:
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(f"{fn_name}: unknown options {unknown}; known {list(known)}")
+
+
+def _hash_features(h: Any, features: np.ndarray | Mapping[str, np.ndarray]) -> None:
+    """Feed every candidate feature array (name, dtype, shape, bytes) to the hash ``h``."""
+    cands = dict(features) if isinstance(features, Mapping) else {"features": features}
+    for name in sorted(cands):
+        x = np.ascontiguousarray(cands[name])
+        h.update(f"{name}|{x.dtype}|{x.shape}|".encode())
+        h.update(x.tobytes())
+
+
+_PROBE_OPTIONS = _keyword_defaults(finding_probe)
 # Bump when finding_probe's numbers change for the same inputs (cached results are keyed by it).
 PROBE_VERSION = 2
 
@@ -354,11 +372,7 @@ def _probe_key(
     import hashlib
 
     h = hashlib.sha256()
-    cands = dict(features) if isinstance(features, Mapping) else {"features": features}
-    for name in sorted(cands):
-        x = np.ascontiguousarray(cands[name])
-        h.update(f"{name}|{x.dtype}|{x.shape}|".encode())
-        h.update(x.tobytes())
+    _hash_features(h, features)
     h.update(pd.util.hash_pandas_object(labels, index=False).to_numpy().tobytes())
     h.update("|".join(labels.columns).encode())
     h.update("\x00".join(map(str, split)).encode())
@@ -425,10 +439,7 @@ def cached_finding_probe(
     shared reference run and baselines) compute it once. The cached table is the computed one
     exactly (floats round-trip through JSON), ``attrs`` included. ``options``: finding_probe's
     ``seeds``, ``subsample`` and ``c_grid``."""
-    unknown = sorted(set(options) - set(_PROBE_OPTIONS))
-    if unknown:
-        known = list(_PROBE_OPTIONS)
-        raise TypeError(f"cached_finding_probe: unknown options {unknown}; known {known}")
+    _check_options("cached_finding_probe", options, _PROBE_OPTIONS)
     opts = {**_PROBE_OPTIONS, **options}
     key = _probe_key(features, labels, split, subjects, **opts)
     return _cached_table(
@@ -436,12 +447,7 @@ def cached_finding_probe(
     )
 
 
-# metadata_probe's keyword options and their defaults (the cache key follows them)
-_METADATA_OPTIONS: dict[str, Any] = {
-    name: prm.default
-    for name, prm in inspect.signature(metadata_probe).parameters.items()
-    if prm.kind is inspect.Parameter.KEYWORD_ONLY
-}
+_METADATA_OPTIONS = _keyword_defaults(metadata_probe)
 # Bump when metadata_probe's numbers change for the same inputs.
 METADATA_PROBE_VERSION = 1
 
@@ -460,17 +466,10 @@ def cached_metadata_probe(
     :data:`METADATA_PROBE_VERSION`."""
     import hashlib
 
-    unknown = sorted(set(options) - set(_METADATA_OPTIONS))
-    if unknown:
-        known = list(_METADATA_OPTIONS)
-        raise TypeError(f"cached_metadata_probe: unknown options {unknown}; known {known}")
+    _check_options("cached_metadata_probe", options, _METADATA_OPTIONS)
     opts = {**_METADATA_OPTIONS, **options}
     h = hashlib.sha256()
-    cands = dict(features) if isinstance(features, Mapping) else {"features": features}
-    for name in sorted(cands):
-        x = np.ascontiguousarray(cands[name])
-        h.update(f"{name}|{x.dtype}|{x.shape}|".encode())
-        h.update(x.tobytes())
+    _hash_features(h, features)
     cols = [v for v in opts["variables"] if v in meta.columns]
     h.update(pd.util.hash_pandas_object(meta[cols].reset_index(drop=True), index=False)
              .to_numpy().tobytes())  # fmt: skip
