@@ -83,10 +83,11 @@ def embedding_key(
     }
 
 
-def cache_file(key: dict[str, Any]) -> Path:
-    """Where the embeddings of ``key`` live (may not exist yet)."""
+def cache_file(key: dict[str, Any], folder: str = "embeddings") -> Path:
+    """Where the arrays of ``key`` live under ``<cache>/<folder>`` (may not exist yet): a
+    ``.safetensors`` file named by a hash of the key."""
     blob = json.dumps(key, sort_keys=True).encode()
-    return cache_dir("embeddings", f"{hashlib.sha256(blob).hexdigest()[:24]}.safetensors")
+    return cache_dir(folder, f"{hashlib.sha256(blob).hexdigest()[:24]}.safetensors")
 
 
 def array_digest(arrays: dict[str, np.ndarray]) -> str:

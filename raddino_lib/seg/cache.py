@@ -13,7 +13,6 @@ reported with a :class:`SegCacheRebuildWarning` and retrained; writes are atomic
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import warnings
@@ -25,8 +24,7 @@ import numpy as np
 
 from raddino_lib.atomic import atomic_save
 from raddino_lib.config import Config
-from raddino_lib.eval.cache import array_digest
-from raddino_lib.paths import cache_dir
+from raddino_lib.eval.cache import array_digest, cache_file
 
 __all__ = [
     "SEG_CACHE_VERSION",
@@ -65,14 +63,6 @@ def views_key(views: Any) -> str:
     return key
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, tuple | list):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.integer | np.floating):
-        return v.item()
-    return v
-
-
 def model_key(
     cfg: Config,
     views: Any,
@@ -85,11 +75,13 @@ def model_key(
     example_rows: np.ndarray | None = None,
     device: str,
     precision: str,
+    pixel_stats: bool = False,
 ) -> dict[str, Any]:
     """The cache key of one trained model. ``encoder``: the encoder's weights hash (the
-    U-Net: its name); ``sources``: the training subset (None: all training rows)."""
-    seg = {f.name: _jsonable(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-           if f.name.startswith("seg_") and f.name != "seg_cache"}  # fmt: skip
+    U-Net: its name); ``sources``: the training subset (None: all training rows);
+    ``pixel_stats``: the model normalises raw images itself (the U-Net), so the config's
+    pixel mean and std belong to its key."""
+    seg = {k: v for k, v in cfg.to_dict().items() if k.startswith("seg_") and k != "seg_cache"}
     return {
         "version": SEG_CACHE_VERSION,
         "encoder": encoder,
@@ -101,15 +93,10 @@ def model_key(
         "views": views_key(views),
         "seg": seg,
         "seed": int(cfg.seed),
-        "pixel": [float(cfg.pixel_mean), float(cfg.pixel_std)] if head == "end to end" else None,
+        "pixel": [float(cfg.pixel_mean), float(cfg.pixel_std)] if pixel_stats else None,
         "device": device,
         "precision": precision,
     }
-
-
-def _file(key: dict[str, Any]) -> Path:
-    blob = json.dumps(key, sort_keys=True).encode()
-    return cache_dir("seg", f"{hashlib.sha256(blob).hexdigest()[:24]}.safetensors")
 
 
 def save_model_scores(key: dict[str, Any], out: ModelScores) -> Path:
@@ -129,7 +116,7 @@ def save_model_scores(key: dict[str, Any], out: ModelScores) -> Path:
         "info": json.dumps(info),
         "sha256": array_digest(arrays),
     }
-    path = _file(key)
+    path = cache_file(key, "seg")
     atomic_save(path, lambda t: save_file(arrays, str(t), metadata=meta), suffix=".safetensors")
     return path
 
@@ -139,7 +126,7 @@ def load_model_scores(key: dict[str, Any]) -> ModelScores | None:
     there is none or it is unusable (then with a :class:`SegCacheRebuildWarning`)."""
     from safetensors import safe_open
 
-    path = _file(key)
+    path = cache_file(key, "seg")
     if not path.is_file():
         return None
     try:

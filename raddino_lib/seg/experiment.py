@@ -292,7 +292,8 @@ def run_segmentation(
         del maps
     if unet:
         for group in _groups(tasks, joint, cfg.seg_separate):
-            k = keyed(encoder=UNET, head=UNET_HEAD, tasks=group, example_rows=example_rows)
+            k = keyed(encoder=UNET, head=UNET_HEAD, tasks=group, example_rows=example_rows,
+                      pixel_stats=True)  # fmt: skip
             out = _cached(cfg, k, _train_unet, views, group, cfg, example_rows=example_rows)
             _collect(out, UNET, UNET_HEAD, table, per_image, examples)
     return SegRun(
