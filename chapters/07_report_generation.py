@@ -32,9 +32,11 @@
 # images, is close to RAD-DINO (0.4 points behind on Macro-F1-14) and still ahead of the
 # text-supervised encoders.
 #
-# Here the language model is a small decoder built from scratch with a BPE tokenizer trained
-# on the training reports (at the `paper` preset: a local Vicuna folder with LLaVA-1.5's
-# settings), the reports are the phantom's, and Macro-F1-14 comes from the project's offline
+# Here the language model is a small decoder with a BPE tokenizer trained on the training
+# reports (at the `paper` preset: a local Vicuna folder with LLaVA-1.5's settings). Vicuna
+# comes pretrained; the small decoder gets its pretraining here, as a *text prior*: one decoder
+# learns the training reports alone (`rg_prior_steps`, blank image tokens), and every
+# generator starts from a copy of it with a fresh projector. The reports are the phantom's, and Macro-F1-14 comes from the project's offline
 # rule-based labeller instead of CheXbert. The control encoder is RAD-DINO-mini's recipe
 # pretrained on the frontal images of the phantom's ICU cohort only (MIMIC-CXR's stand-in) at
 # the ablation sweeps' budget: it is the first rung of chapter 10's data ladder, so the book
@@ -49,6 +51,8 @@ data_root = None  # that dataset's own folder, as downloaded
 seed = None
 # rg_steps: optimiser steps of each generator (None: the preset's)
 rg_steps = None
+# rg_prior_steps: steps of the shared text prior (None: the preset's; 0: LMs from scratch)
+rg_prior_steps = None
 # rg_max_test: test reports generated and scored (None: the preset's; 0: all)
 rg_max_test = None
 # rg_lm: gpt2 or llama (a small decoder from scratch) or a local causal-LM folder
@@ -83,8 +87,8 @@ from raddino_lib.text.labeller import CHEXBERT_14
 
 display(Markdown(_rc.describe(cfg, ("preset", "data_dir", "seed", "rg_lm", "rg_template",
                                     "rg_vocab_size", "rg_width", "rg_depth", "rg_heads",
-                                    "rg_max_report_tokens", "rg_token_pool", "rg_steps", "rg_epochs",
-                                    "rg_batch_size", "rg_lr", "rg_warmup", "rg_max_test",
+                                    "rg_max_report_tokens", "rg_token_pool", "rg_prior_steps",
+                                    "rg_steps", "rg_epochs", "rg_batch_size", "rg_lr", "rg_warmup", "rg_max_test",
                                     "rg_max_new_tokens", "rg_bootstrap"))))  # fmt: skip
 set_matplotlib_formats("jpeg")
 CHAPTER = "07_report_generation"
@@ -98,7 +102,8 @@ records = load_records(root)
 #
 # Each encoder embeds the training and test images once (its last block's patch tokens, at its
 # own input side); a generator (projector + LM, the LM initialised the same way for every
-# encoder) trains on the training reports, then writes every test report greedily. The same
+# encoder: from the text prior where there is one) trains on the training reports, then
+# writes every test report greedily. The same
 # bootstrap resamples of the test reports score every encoder, so differences between
 # encoders are paired.
 
@@ -115,7 +120,9 @@ setup = run.info["setup"]
 display(Markdown(
     f"{setup['n_train']} training and {setup['n_test']} test reports (frontal images with a "
     f"findings section); LM `{setup['lm']}` with a {setup['vocab']}-token vocabulary, "
-    f"{setup['steps']} steps of {setup['batch_size']} reports per encoder on {setup['device']} "
+    + (f"a text prior of {setup['prior_steps']} steps shared by all generators, then "
+       if setup.get("prior_steps") else "")
+    + f"{setup['steps']} steps of {setup['batch_size']} reports per encoder on {setup['device']} "
     f"({setup['precision']}). Reference findings average {setup['mean_reference_words']:.0f} "
     "words."))  # fmt: skip
 
@@ -127,7 +134,8 @@ display(Markdown(
 # zero, **did not hold** when it is below, **inconclusive** otherwise.
 #
 # The first two rows are not the paper's: the *no image* generator sees zero tokens in place of
-# the image (same count and width as RAD-DINO-mini's), so it can only write the training
+# the image (same count and width as RAD-DINO-mini's; where there is a text prior, it is the
+# prior fine-tuned for the same steps as the others), so it can only write the training
 # reports' prior. An encoder that does not beat it has given the generator nothing it used.
 
 # %%
@@ -309,6 +317,8 @@ ni = cmp.NO_IMAGE
 pool_text = (f" (its patch grid average-pooled {cfg.rg_token_pool} x {cfg.rg_token_pool} before "
              "the projector, `rg_token_pool`; the paper gives the LM every patch token)"
              if cfg.rg_token_pool > 1 else "")  # fmt: skip
+prior_text = (f" after a text prior of {res['setup']['prior_steps']} steps on the same reports"
+              if res["setup"].get("prior_steps") else " from random weights")  # fmt: skip
 display(Markdown(f"""
 **Reading.** (0) *Did the image matter at all?* The generator without an image scored
 Macro-F1-14 {_fmt(_m(ni, f1))}; RAD-DINO-mini beat it by
@@ -333,8 +343,8 @@ text-supervised encoder. {"RG_ER was computed." if res["rg_er"]["available"] els
 here sees {', '.join(map(str, sides))} px as {', '.join(map(str, tokens))} tokens{pool_text}, so the
 paper's aside (resolution matters more than the token count) is not tested by this line-up;
 the generators are {res['training'][rd]['lm_params_m']:.2f}M-parameter decoders trained
-{res['setup']['steps']} steps on {res['setup']['n_train']} reports, the paper's a 7B LM
-fine-tuned 3 epochs on 147k.
+{res['setup']['steps']} steps on {res['setup']['n_train']} reports{prior_text}, the paper's a
+7B LM fine-tuned 3 epochs on 147k.
 """))  # fmt: skip
 pc = per_class.astype(float)
 ts_lead = _claim("RAD-DINO beats the text-supervised encoder", f1)

@@ -47,7 +47,10 @@ def test_chapter07_runs_at_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     if not r["rg_er"]["available"]:
         assert all(e["metrics"]["rg_er"] is None for e in r["encoders"].values())
     assert r["setup"]["n_test"] == 8 and r["setup"]["bootstrap"] == 50
-    assert all(t["steps"] == 6 for t in r["training"].values())
+    assert all(t["steps"] == 4 and t["from_prior"] for t in r["training"].values())
+    # one text prior (4 steps) for the six generators, all with 16 image tokens
+    assert r["setup"]["prior_steps"] == 4 and list(r["setup"]["text_prior"]) == ["16"]
+    assert r["setup"]["text_prior"]["16"]["steps"] == 4
     assert len(r["examples"]) == 2 and set(r["examples"][0]["generated"]) == ENCODERS
     assert {c["verdict"] for c in r["claims"]} <= {"held", "did not hold", "inconclusive"}
     # the control is compared with the run of the same budget on all the data

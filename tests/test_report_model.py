@@ -302,3 +302,49 @@ def test_small_lm_has_no_attention_dropout_and_cpu_uses_eager() -> None:
     eg.load_state_dict(sd.state_dict())
     with torch.no_grad():
         assert torch.allclose(sd(ids).logits, eg(ids).logits, atol=1e-5)
+
+
+def test_generators_start_from_one_shared_text_prior(tmp_path, monkeypatch) -> None:
+    """With rg_prior_steps > 0 one text-only LM is trained (blank image tokens, prior steps)
+    and every generator starts from an exact copy of it with a fresh projector; a second run
+    loads all of it from the cache; a pretrained LM folder refuses a prior."""
+    import raddino_lib.report.experiment as rx
+    from raddino_lib.models.registry import load_encoder
+
+    monkeypatch.setenv("RADDINO_CACHE", str(tmp_path / "cache"))
+    cfg = replace(make_config("smoke"), rg_prior_steps=3, rg_steps=2, rg_max_test=4,
+                  rg_bootstrap=10, progress=False)  # fmt: skip
+    calls: list[dict] = []
+    real_fit = rx.fit_generator
+
+    def spy(model, features, seqs, **kw):
+        lm0 = {k: v.detach().clone() for k, v in model.lm.state_dict().items()}
+        res = real_fit(model, features, seqs, **kw)
+        lm1 = {k: v.detach().clone() for k, v in model.lm.state_dict().items()}
+        calls.append({"steps": kw["steps"], "shape": tuple(features.shape), "lm0": lm0,
+                      "lm1": lm1, "zero": bool((features == 0).all())})  # fmt: skip
+        return res
+
+    monkeypatch.setattr(rx, "fit_generator", spy)
+    encs = {n: load_encoder("blank:32:8:32", name=n) for n in ("a", "b")}
+    run = rx.run_report_generation(cfg, encs)
+    assert [c["steps"] for c in calls] == [3, 2, 2]
+    prior = calls[0]
+    assert prior["zero"] and prior["shape"][1:] == (16, 1)  # blank tokens, the generators' count
+    for c in calls[1:]:
+        assert c["shape"][1:] == (16, 32)
+        assert all(torch.equal(c["lm0"][k], prior["lm1"][k]) for k in prior["lm1"])
+        assert any(not torch.equal(c["lm1"][k], prior["lm1"][k]) for k in prior["lm1"])
+    assert run.info["setup"]["prior_steps"] == 3
+    assert all(t["from_prior"] and not t["cached"] for t in run.info["training"].values())
+    assert run.info["setup"]["text_prior"]["16"]["steps"] == 3
+
+    calls.clear()  # warm: nothing is trained, the same reports come back
+    again = rx.run_report_generation(cfg, encs)
+    assert calls == [] and again.generated == run.generated
+    assert all(t["cached"] for t in again.info["training"].values())
+    # the fine-tuning steps do not change the prior's key: only the generators retrain
+    rx.run_report_generation(replace(cfg, rg_steps=1), encs)
+    assert [c["steps"] for c in calls] == [1, 1]
+    with pytest.raises(ValueError, match="rg_prior_steps=3 trains a text prior"):
+        rx.prior_steps(replace(cfg, rg_lm=str(tmp_path)))

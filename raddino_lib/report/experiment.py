@@ -8,10 +8,17 @@ trains projector + LM on the training split (or loads them from the cache), deco
 reports greedily and scores them (:mod:`~raddino_lib.report.metrics`) with medians and 95%
 intervals over ``cfg.rg_bootstrap`` resamples of the test reports, the same resamples for
 every encoder so that differences between encoders are paired.
+
+With ``cfg.rg_prior_steps > 0`` (small decoders only) the LM is pretrained first, as LLaVA's
+is: one decoder learns the training reports alone, with blank image tokens in the prompt
+(cached like a generator), and every generator starts from a copy of it with a fresh
+projector, then trains ``rg_steps`` steps on its own image tokens. The no-image row is that
+prior fine-tuned on blank tokens, so every row has the same training.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import time
@@ -64,6 +71,7 @@ __all__ = [
     "example_indices",
     "finding_marks",
     "make_tokenizer",
+    "prior_steps",
     "run_report_generation",
     "training_steps",
 ]
@@ -137,6 +145,27 @@ def _tokenizer_id(tok: Any) -> str:
     backend = getattr(tok, "backend_tokenizer", None)
     blob = backend.to_str() if backend is not None else str(getattr(tok, "name_or_path", ""))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# rg_* fields that change only the image-conditioned fine-tuning, not the text prior.
+_FINE_TUNE_ONLY = frozenset({"rg_steps", "rg_epochs", "rg_token_pool"})
+
+
+def prior_steps(cfg: Config) -> int:
+    """Steps of the shared text prior (``cfg.rg_prior_steps``; 0: none).
+
+    Raises:
+        ValueError: a prior asked for on a pretrained LM folder (it has its own), or negative.
+    """
+    if cfg.rg_prior_steps < 0:
+        raise ValueError(f"rg_prior_steps must be >= 0, got {cfg.rg_prior_steps}")
+    if cfg.rg_prior_steps > 0 and cfg.rg_lm not in SMALL_LMS:
+        raise ValueError(
+            f"rg_prior_steps={cfg.rg_prior_steps} trains a text prior for the small decoders "
+            f"({', '.join(SMALL_LMS)}); rg_lm={cfg.rg_lm!r} is a pretrained LM: set "
+            "rg_prior_steps=0"
+        )
+    return cfg.rg_prior_steps
 
 
 def training_steps(cfg: Config, n_train: int) -> int:
@@ -227,6 +256,61 @@ def run_report_generation(
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     lm_dtype = torch.bfloat16 if prec == "bf16" and dev.type == "cuda" else None
 
+    def new_lm(max_pos: int) -> torch.nn.Module:
+        if cfg.rg_lm in SMALL_LMS:
+            return build_small_lm(
+                cfg.rg_lm, len(tok), width=cfg.rg_width, depth=cfg.rg_depth,
+                heads=cfg.rg_heads, max_positions=max_pos, dropout=cfg.rg_dropout,
+                bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, pad_id=pad_id,
+                attn_implementation=small_lm_attention(dev),
+            )  # fmt: skip
+        return load_lm(cfg.rg_lm, dtype=lm_dtype)
+
+    def _fitter(f_train: torch.Tensor, n_steps: int, key: dict, name: str):
+        def fit(model: ReportGenerator, resume: Path):
+            return fit_generator(
+                model, f_train, seqs, pad_id=pad_id, steps=n_steps,
+                batch_size=cfg.rg_batch_size, lr=cfg.rg_lr, warmup_ratio=cfg.rg_warmup,
+                weight_decay=cfg.rg_weight_decay, micro_batch=cfg.rg_micro_batch,
+                seed=cfg.seed, device=dev, precision=prec, grad_ckpt=cfg.rg_grad_ckpt,
+                resume_path=resume, resume_key=key, checkpoint_every=cfg.rg_checkpoint_every,
+                progress=cfg.progress, desc=name,
+            )  # fmt: skip
+
+        return fit
+
+    base_key = {
+        "precision": prec, "rows": rows_key, "n_train": len(train),
+        "tokenizer": _tokenizer_id(tok), "lm_version": 2,  # 2: no attention-probability dropout
+    }  # fmt: skip
+    use_prior = prior_steps(cfg) > 0
+    priors: dict[int, tuple[ReportGenerator, str, dict[str, Any]]] = {}
+
+    def _text_prior(n_tok: int, max_pos: int, base: dict) -> tuple:
+        """The LM trained on the training reports alone, with ``n_tok`` blank (zero) image
+        tokens in the prompt so that its positions match the generators' layout: ``(model,
+        fingerprint, info)``, from the cache when present."""
+        fields = {k: v for k, v in train_fields(cfg).items() if k not in _FINE_TUNE_ONLY}
+        pkey = {**base, "train": fields, "stage": "text prior", "tokens": n_tok,
+                "max_positions": max_pos, "steps": prior_steps(cfg)}  # fmt: skip
+
+        def build() -> ReportGenerator:
+            torch.manual_seed(cfg.seed)
+            lm = new_lm(max_pos)
+            return ReportGenerator(Projector(1, int(lm.get_input_embeddings().embedding_dim)), lm)
+
+        blank = torch.zeros(len(train), n_tok, 1, dtype=torch.float16)
+        folder = generator_dir(cfg.preset, "text prior", pkey)
+        fit = _fitter(blank, prior_steps(cfg), pkey, "text prior")
+        model, info = cached_generator(folder, pkey, build, fit, dtype=lm_dtype)
+        model.to("cpu")
+        fit_info = info.get("fit", {})
+        losses = fit_info.get("losses") or [None]
+        summary = {"cached": info.get("cached", False), "steps": fit_info.get("steps"),
+                   "train_seconds": fit_info.get("seconds"), "folder": str(folder),
+                   "tokens": n_tok, "final_loss": losses[-1]}  # fmt: skip
+        return model, folder.name.rsplit("_", 1)[-1], summary
+
     table, generated, scores, training = [], {}, {}, {}
     for name, enc in tqdm(encoders.items(), desc="report generation", disable=not cfg.progress):
         t0 = time.perf_counter()
@@ -238,37 +322,30 @@ def run_report_generation(
         prefix = len(prompt) - 1 + n_tok
         max_pos = prefix + cfg.rg_max_report_tokens + 1
         key = {
-            "train": train_fields(cfg), "precision": prec, "encoder": enc.identity(),
-            "rows": rows_key, "n_train": len(train), "tokenizer": _tokenizer_id(tok),
-            "tokens": n_tok, "d_vision": d_vis, "steps": steps, "max_positions": max_pos,
-            "lm_version": 2,  # 2: no attention-probability dropout in the small decoders
+            **base_key, "train": train_fields(cfg), "encoder": enc.identity(), "tokens": n_tok,
+            "d_vision": d_vis, "steps": steps, "max_positions": max_pos,
         }  # fmt: skip
 
-        def build(d_vis: int = d_vis, max_pos: int = max_pos) -> ReportGenerator:
+        prior = None
+        if use_prior:
+            if n_tok not in priors:
+                priors[n_tok] = _text_prior(n_tok, max_pos, base_key)
+            prior = priors[n_tok]
+            key["prior"] = prior[1]
+
+        def build(
+            d_vis: int = d_vis, max_pos: int = max_pos, prior: tuple | None = prior
+        ) -> ReportGenerator:
             torch.manual_seed(cfg.seed)
-            if cfg.rg_lm in SMALL_LMS:
-                lm = build_small_lm(
-                    cfg.rg_lm, len(tok), width=cfg.rg_width, depth=cfg.rg_depth,
-                    heads=cfg.rg_heads, max_positions=max_pos, dropout=cfg.rg_dropout,
-                    bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, pad_id=pad_id,
-                    attn_implementation=small_lm_attention(dev),
-                )  # fmt: skip
+            if prior is not None:  # the text prior's LM, a fresh projector
+                lm = copy.deepcopy(prior[0].lm)
             else:
-                lm = load_lm(cfg.rg_lm, dtype=lm_dtype)
+                lm = new_lm(max_pos)
             d_lm = int(lm.get_input_embeddings().embedding_dim)
             return ReportGenerator(Projector(d_vis, d_lm), lm)
 
-        def fit(model: ReportGenerator, resume: Path, f_train: torch.Tensor = f_train,
-                name: str = name, key: dict = key):  # fmt: skip
-            return fit_generator(
-                model, f_train, seqs, pad_id=pad_id, steps=steps, batch_size=cfg.rg_batch_size,
-                lr=cfg.rg_lr, warmup_ratio=cfg.rg_warmup, weight_decay=cfg.rg_weight_decay,
-                micro_batch=cfg.rg_micro_batch, seed=cfg.seed, device=dev, precision=prec,
-                grad_ckpt=cfg.rg_grad_ckpt, resume_path=resume, resume_key=key,
-                checkpoint_every=cfg.rg_checkpoint_every, progress=cfg.progress, desc=name,
-            )  # fmt: skip
-
         folder = generator_dir(cfg.preset, name, key)
+        fit = _fitter(f_train, steps, key, name)
         model, info = cached_generator(folder, key, build, fit, dtype=lm_dtype)
         max_new = cfg.rg_max_new_tokens
         if cfg.rg_lm == "gpt2":  # learned positions: never decode past the table
@@ -295,6 +372,7 @@ def run_report_generation(
         fit_info = info.get("fit", {})
         training[name] = {
             "cached": info.get("cached", False), "steps": fit_info.get("steps"),
+            "from_prior": prior is not None,
             "train_seconds": fit_info.get("seconds"), "tokens_per_s": fit_info.get("tokens_per_s"),
             "losses": fit_info.get("losses", []), "folder": str(folder),
             "lm_params_m": round(sum(p.numel() for p in model.lm.parameters()) / 1e6, 3),
@@ -309,6 +387,8 @@ def run_report_generation(
             "n_train": len(train), "n_test": len(test), "template": template.name,
             "prompt_tokens": len(prompt) - 1, "lm": cfg.rg_lm, "vocab": len(tok),
             "steps": steps, "batch_size": cfg.rg_batch_size, "device": str(dev),
+            "prior_steps": prior_steps(cfg),
+            "text_prior": {str(k): v[2] for k, v in priors.items()},
             "precision": prec, "bootstrap": cfg.rg_bootstrap, "seed": cfg.seed,
             "mean_reference_words": float(np.mean([len(r.split()) for r in refs])),
         },
