@@ -330,6 +330,9 @@ _LAPTOP = Config(
     seg_views=1,
     seg_steps=200,
     seg_unet_steps=200,
+    # the ablation sweeps' seven runs (chapters 6-10) cost 23 of the cold book's 90 minutes at
+    # 500 steps of 32; 400 steps (12.8k images, 4.6 epochs of the 2.8k training images)
+    ablation_steps=400,
     seg_few_shot_heads=("linear",),
     seg_mim_heads=("linear",),
     # the augmented (paper) probe: 6 epochs x 5 seeds of one encoder take about a minute and
