@@ -1,0 +1,41 @@
+"""The benchmark's FLOP count (benchmarks/bench.py) counts the attention too: torch's
+FlopCounterMode has no formula for the CPU flash-attention op, so a count on the fused path
+would leave it out and overstate nothing but understate MFU."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.bench import _op_group, vit_forward_flops  # noqa: E402
+from raddino_lib.config import make_config  # noqa: E402
+from raddino_lib.models.backbone import ViTBackbone, spec_from_config  # noqa: E402
+
+
+def test_forward_flops_match_the_vit_formula_on_either_attention_path() -> None:
+    spec = spec_from_config(make_config("smoke"))  # 32 px, patch 8, width 32, depth 2
+    model = ViTBackbone(spec).eval()
+    n = (spec.image_size // spec.patch_size) ** 2 + 1  # patches + CLS
+    d, depth, b = spec.embed_dim, spec.depth, 3
+    x = torch.randn(b, 3, spec.image_size, spec.image_size)
+    for fused in (True, False):
+        model.set_fused_attention(fused)
+        f = vit_forward_flops(model, x)
+        # q k^T and attn v: 2 matmuls of N x N x d per image and block, 2 FLOPs a MAC
+        assert f["attention"] == b * depth * 4 * n * n * d
+        # qkv (3 d^2), proj (d^2), MLP (8 d^2) per token and block
+        assert f["linear"] == b * depth * 2 * n * 12 * d * d
+        assert f["total"] == f["linear"] + f["attention"] + f["conv"] + f["other"]
+        assert model.blocks[0].attn.fused_attn is fused  # the flag is restored
+
+
+def test_op_groups() -> None:
+    assert _op_group("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert _op_group("aten.bmm") == "attention"
+    assert _op_group("aten::addmm") == "linear" and _op_group("aten.mm") == "linear"
+    assert _op_group("aten::mkldnn_convolution") == "conv"
+    assert _op_group("aten::gelu") == "other"
