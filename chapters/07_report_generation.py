@@ -55,7 +55,8 @@ rg_steps = None
 rg_prior_steps = None
 # rg_max_test: test reports generated and scored (None: the preset's; 0: all)
 rg_max_test = None
-# rg_lm: gpt2 or llama (a small decoder from scratch) or a local causal-LM folder
+# rg_lm: gpt2 or llama (a small decoder, pretrained here as the text prior) or a local
+# causal-LM folder (pretrained already: set rg_prior_steps = 0 with it)
 rg_lm = None
 # rg_bootstrap: bootstrap resamples of the test reports (None: the preset's)
 rg_bootstrap = None
@@ -82,6 +83,7 @@ from raddino_lib.eval import compare as cmp
 from raddino_lib.eval.paper_numbers import TABLE5_INPUT, TABLE5_REPORT_GENERATION
 from raddino_lib.report.experiment import example_indices, finding_marks, run_report_generation
 from raddino_lib.report.metrics import METRIC_LABELS, METRICS
+from raddino_lib.report.model import SMALL_LMS
 from raddino_lib.results import load_results, save_results
 from raddino_lib.text.labeller import CHEXBERT_14
 
@@ -318,7 +320,8 @@ pool_text = (f" (its patch grid average-pooled {cfg.rg_token_pool} x {cfg.rg_tok
              "the projector, `rg_token_pool`; the paper gives the LM every patch token)"
              if cfg.rg_token_pool > 1 else "")  # fmt: skip
 prior_text = (f" after a text prior of {res['setup']['prior_steps']} steps on the same reports"
-              if res["setup"].get("prior_steps") else " from random weights")  # fmt: skip
+              if res["setup"].get("prior_steps") else " from random weights"
+              if res["setup"]["lm"] in SMALL_LMS else " from the pretrained LM")  # fmt: skip
 display(Markdown(f"""
 **Reading.** (0) *Did the image matter at all?* The generator without an image scored
 Macro-F1-14 {_fmt(_m(ni, f1))}; RAD-DINO-mini beat it by

@@ -4,6 +4,7 @@ the checkpoint cache and resuming."""
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -339,10 +340,18 @@ def test_generators_start_from_one_shared_text_prior(tmp_path, monkeypatch) -> N
     assert all(t["from_prior"] and not t["cached"] for t in run.info["training"].values())
     assert run.info["setup"]["text_prior"]["16"]["steps"] == 3
 
-    calls.clear()  # warm: nothing is trained, the same reports come back
+    calls.clear()  # warm: nothing is trained or even loaded, the same reports come back
     again = rx.run_report_generation(cfg, encs)
     assert calls == [] and again.generated == run.generated
     assert all(t["cached"] for t in again.info["training"].values())
+    assert again.info["setup"]["text_prior"]["16"]["cached"] is None  # not needed
+    # generators gone, prior kept: fine-tuned from the cached prior, they come out the same
+    for t in run.info["training"].values():
+        shutil.rmtree(t["folder"])
+    third = rx.run_report_generation(cfg, encs)
+    assert [c["steps"] for c in calls] == [2, 2] and third.generated == run.generated
+    assert third.info["setup"]["text_prior"]["16"]["cached"] is True
+    calls.clear()
     # the fine-tuning steps do not change the prior's key: only the generators retrain
     rx.run_report_generation(replace(cfg, rg_steps=1), encs)
     assert [c["steps"] for c in calls] == [1, 1]

@@ -284,36 +284,54 @@ def run_report_generation(
         "tokenizer": _tokenizer_id(tok), "lm_version": 2,  # 2: no attention-probability dropout
     }  # fmt: skip
     use_prior = prior_steps(cfg) > 0
-    priors: dict[int, tuple[ReportGenerator, str, dict[str, Any]]] = {}
+    priors: dict[int, dict[str, Any]] = {}  # n_tok -> the text prior's slot (lazily trained)
+    prior_time = [0.0]  # seconds spent training or loading priors
 
-    def _text_prior(n_tok: int, max_pos: int, base: dict) -> tuple:
-        """The LM trained on the training reports alone, with ``n_tok`` blank (zero) image
-        tokens in the prompt so that its positions match the generators' layout: ``(model,
-        fingerprint, info)``, from the cache when present."""
-        fields = {k: v for k, v in train_fields(cfg).items() if k not in _FINE_TUNE_ONLY}
-        pkey = {**base, "train": fields, "stage": "text prior", "tokens": n_tok,
-                "max_positions": max_pos, "steps": prior_steps(cfg)}  # fmt: skip
+    def _prior_slot(n_tok: int, max_pos: int) -> dict[str, Any]:
+        """The text prior of ``n_tok`` image tokens: its key, folder and fingerprint now; the
+        model only when a generator has to be trained from it (:func:`_prior_lm`)."""
+        if n_tok not in priors:
+            fields = {k: v for k, v in train_fields(cfg).items() if k not in _FINE_TUNE_ONLY}
+            pkey = {**base_key, "train": fields, "stage": "text prior", "tokens": n_tok,
+                    "max_positions": max_pos, "steps": prior_steps(cfg)}  # fmt: skip
+            folder = generator_dir(cfg.preset, "text prior", pkey)
+            priors[n_tok] = {
+                "key": pkey, "folder": folder, "max_pos": max_pos, "model": None,
+                "fingerprint": folder.name.rsplit("_", 1)[-1],
+                "summary": {"steps": prior_steps(cfg), "tokens": n_tok, "folder": str(folder),
+                            "cached": None, "train_seconds": None, "final_loss": None},
+            }  # fmt: skip
+        return priors[n_tok]
 
-        def build() -> ReportGenerator:
-            torch.manual_seed(cfg.seed)
-            lm = new_lm(max_pos)
-            return ReportGenerator(Projector(1, int(lm.get_input_embeddings().embedding_dim)), lm)
+    def _prior_lm(slot: dict[str, Any]) -> torch.nn.Module:
+        """The prior's LM, trained or loaded on first use: the LM trained on the training
+        reports alone with ``n_tok`` blank (zero) image tokens in the prompt, so that its
+        positions match the generators' layout. Always float32 (it is trained further)."""
+        if slot["model"] is None:
+            t = time.perf_counter()
 
-        blank = torch.zeros(len(train), n_tok, 1, dtype=torch.float16)
-        folder = generator_dir(cfg.preset, "text prior", pkey)
-        fit = _fitter(blank, prior_steps(cfg), pkey, "text prior")
-        model, info = cached_generator(folder, pkey, build, fit, dtype=lm_dtype)
-        model.to("cpu")
-        fit_info = info.get("fit", {})
-        losses = fit_info.get("losses") or [None]
-        summary = {"cached": info.get("cached", False), "steps": fit_info.get("steps"),
-                   "train_seconds": fit_info.get("seconds"), "folder": str(folder),
-                   "tokens": n_tok, "final_loss": losses[-1]}  # fmt: skip
-        return model, folder.name.rsplit("_", 1)[-1], summary
+            def build() -> ReportGenerator:
+                torch.manual_seed(cfg.seed)
+                lm = new_lm(slot["max_pos"])
+                d_lm = int(lm.get_input_embeddings().embedding_dim)
+                return ReportGenerator(Projector(1, d_lm), lm)
+
+            n_tok = slot["summary"]["tokens"]
+            blank = torch.zeros(len(train), n_tok, 1, dtype=torch.float16)  # [N, T, 1]
+            fit = _fitter(blank, prior_steps(cfg), slot["key"], "text prior")
+            model, info = cached_generator(slot["folder"], slot["key"], build, fit, dtype=None)
+            slot["model"] = model.to("cpu")
+            fit_info = info.get("fit", {})
+            slot["summary"].update(
+                cached=info.get("cached", False), train_seconds=fit_info.get("seconds"),
+                final_loss=(fit_info.get("losses") or [None])[-1],
+            )  # fmt: skip
+            prior_time[0] += time.perf_counter() - t
+        return slot["model"].lm
 
     table, generated, scores, training = [], {}, {}, {}
     for name, enc in tqdm(encoders.items(), desc="report generation", disable=not cfg.progress):
-        t0 = time.perf_counter()
+        t0, p0 = time.perf_counter(), prior_time[0]
         desc = enc.describe()
         feats = patch_tokens(enc, root, rows, cfg)  # [N_train + N_test, T, D] float16
         feats = pool_tokens(feats, cfg.rg_token_pool)  # [N, T / pool^2, D]
@@ -326,20 +344,18 @@ def run_report_generation(
             "d_vision": d_vis, "steps": steps, "max_positions": max_pos,
         }  # fmt: skip
 
-        prior = None
-        if use_prior:
-            if n_tok not in priors:
-                priors[n_tok] = _text_prior(n_tok, max_pos, base_key)
-            prior = priors[n_tok]
-            key["prior"] = prior[1]
+        prior = _prior_slot(n_tok, max_pos) if use_prior else None
+        if prior is not None:
+            key["prior"] = prior["fingerprint"]
 
         def build(
-            d_vis: int = d_vis, max_pos: int = max_pos, prior: tuple | None = prior
+            d_vis: int = d_vis, max_pos: int = max_pos, prior: dict | None = prior
         ) -> ReportGenerator:
-            torch.manual_seed(cfg.seed)
-            if prior is not None:  # the text prior's LM, a fresh projector
-                lm = copy.deepcopy(prior[0].lm)
+            if prior is not None:  # a copy of the text prior's LM (trained on first use)
+                lm = copy.deepcopy(_prior_lm(prior))
+                torch.manual_seed(cfg.seed)  # the projector's init, as without a prior
             else:
+                torch.manual_seed(cfg.seed)
                 lm = new_lm(max_pos)
             d_lm = int(lm.get_input_embeddings().embedding_dim)
             return ReportGenerator(Projector(d_vis, d_lm), lm)
@@ -378,7 +394,9 @@ def run_report_generation(
             "lm_params_m": round(sum(p.numel() for p in model.lm.parameters()) / 1e6, 3),
             "projector_params_m": round(
                 sum(p.numel() for p in model.projector.parameters()) / 1e6, 3),
-            "seconds": round(time.perf_counter() - t0, 2), "max_new_tokens": max_new,
+            # the encoder's own time (a text prior trained on the way is in setup.text_prior)
+            "seconds": round(time.perf_counter() - t0 - (prior_time[0] - p0), 2),
+            "max_new_tokens": max_new,
             "mean_generated_words": float(np.mean([len(g.split()) for g in gen])),
         }  # fmt: skip
         del model, feats
@@ -388,7 +406,7 @@ def run_report_generation(
             "prompt_tokens": len(prompt) - 1, "lm": cfg.rg_lm, "vocab": len(tok),
             "steps": steps, "batch_size": cfg.rg_batch_size, "device": str(dev),
             "prior_steps": prior_steps(cfg),
-            "text_prior": {str(k): v[2] for k, v in priors.items()},
+            "text_prior": {str(k): v["summary"] for k, v in priors.items()},
             "precision": prec, "bootstrap": cfg.rg_bootstrap, "seed": cfg.seed,
             "mean_reference_words": float(np.mean([len(r.split()) for r in refs])),
         },
