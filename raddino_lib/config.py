@@ -302,7 +302,8 @@ _LAPTOP = Config(
     # 2000-step run had reached 0.318 of its final 0.328 macro AUPRC by 750 steps), the
     # general-domain run 300 and the text-supervised one 300 (at 500 each they cost 16 of the
     # cold book's 108 minutes; chapter 3's probes put both within 0.005 macro AUPRC of raw
-    # pixels and of RAD-DINO-mini either way)
+    # pixels and of RAD-DINO-mini either way); at 250 each (session 12, for the hour) they
+    # cost about 8 minutes
     pretrain_steps=800,
     snapshot_every=200,
     # the teacher's EMA momentum ends at 0.996, not 1: with DINOv2's cosine to 1 an 800-step
@@ -310,8 +311,8 @@ _LAPTOP = Config(
     # init); ending at 0.996 it kept learning to the last step (0.303, +0.033; the 2000-step
     # run reached 0.328)
     momentum_end=0.996,
-    general_pretrain_steps=300,
-    clip_steps=300,
+    general_pretrain_steps=250,
+    clip_steps=250,
     # 96 tokens hold 98% of the phantom's reports
     text_max_len=96,
     # report generators: 400 steps left every per-class F1 but support devices, no finding
@@ -320,19 +321,22 @@ _LAPTOP = Config(
     # 0.078 s a step here against 0.173 s for 64 tokens with attention dropout and SDPA). Now
     # one text prior of 1500 steps that every generator starts from, then 500 steps each:
     # chapter 7 took 484 s instead of 1136 s, final losses 0.66 instead of 0.73, and every
-    # image-conditioned generator still beat the no-image one by 5 or more Macro-F1-14 points
-    rg_steps=500,
-    rg_prior_steps=1500,
+    # image-conditioned generator still beat the no-image one by 5 or more Macro-F1-14 points.
+    # For the hour: a prior of 1000 steps and 400 per generator (about 5 of the 8 minutes)
+    rg_steps=400,
+    rg_prior_steps=1000,
     rg_token_pool=2,
     # segmentation: the few-shot curve and the MIM pair with the linear head only (UPerNet
     # there cost about 9 of the chapter's minutes); 200 steps a model and no augmented copies
-    # (300 steps on two copies: 20 of the cold book's minutes for the heads and the U-Net)
+    # (300 steps on two copies: 20 of the cold book's minutes for the heads and the U-Net);
+    # 160 steps (session 12, for the hour; the convolutions now run channels-last)
     seg_views=1,
-    seg_steps=200,
-    seg_unet_steps=200,
+    seg_steps=160,
+    seg_unet_steps=160,
     # the ablation sweeps' seven runs (chapters 6-10) cost 23 of the cold book's 90 minutes at
-    # 500 steps of 32; 400 steps (12.8k images, 4.6 epochs of the 2.8k training images)
-    ablation_steps=400,
+    # 500 steps of 32; 400 steps (12.8k images, 4.6 epochs of the 2.8k training images) cost
+    # about 20 of 83; 300 steps (9.6k images, 3.4 epochs) for the hour
+    ablation_steps=300,
     seg_few_shot_heads=("linear",),
     seg_mim_heads=("linear",),
     # the augmented (paper) probe: 6 epochs x 5 seeds of one encoder take about a minute and

@@ -92,3 +92,37 @@ def test_grid_features_pool_patch_tokens_by_cell():
     assert probe_features(emb, "cls+mean+grid").shape == (3, 8 * (2 + 4))
     with pytest.raises(ValueError, match="grid"):
         probe_features({"cls": emb["cls"], "mean_patch": emb["mean_patch"]}, "cls+mean+grid")
+
+
+def test_encoder_probe_embeds_each_snapshot_once(monkeypatch):
+    """Both feature kinds of one snapshot share one embedding (memoised on the weights and
+    images); changed weights or images are embedded anew; the memo keeps a few entries."""
+    import raddino_lib.eval.pretrain_probe as pp
+
+    spec = BackboneSpec(image_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2)
+    torch.manual_seed(0)
+    a, b = ViTBackbone(spec), ViTBackbone(spec)
+    arr = np.random.default_rng(0).random((6, 16, 16), dtype=np.float32)
+    calls = []
+
+    def counting(bb, images, **kw):
+        calls.append(kw["grid"])
+        return embed_array(bb, images, **kw)
+
+    monkeypatch.setattr(pp, "embed_array", counting)
+    monkeypatch.setattr(pp, "_EMBED_MEMO", type(pp._EMBED_MEMO)())
+    e1 = pp._embeddings(a, arr, 4, "cpu", "fp32", False)
+    e2 = pp._embeddings(a, arr, 4, "cpu", "fp32", False)
+    assert e1 is e2 and calls == [4]
+    grid = probe_features(e1, "cls+mean+grid")
+    np.testing.assert_array_equal(grid[:, : 2 * 16], probe_features(e1, "cls+mean"))
+    pp._embeddings(b, arr, 4, "cpu", "fp32", False)  # other weights
+    pp._embeddings(a, arr[::-1].copy(), 4, "cpu", "fp32", False)  # other images
+    assert len(calls) == 3
+    with torch.no_grad():
+        a.blocks[0].mlp.fc1.weight.add_(1.0)  # the same module, trained further
+    pp._embeddings(a, arr, 4, "cpu", "fp32", False)
+    assert len(calls) == 4
+    for i in range(pp._EMBED_MEMO_SIZE + 2):
+        pp._embeddings(a, arr + i, 4, "cpu", "fp32", False)
+    assert len(pp._EMBED_MEMO) == pp._EMBED_MEMO_SIZE

@@ -264,6 +264,33 @@ def test_wide_features_solve_in_the_row_space_to_sklearns_optimum():
         np.testing.assert_allclose(red.predict_proba(x)[g], ref.predict_proba(x), atol=2e-3)
 
 
+def test_row_space_once_then_lift_is_the_same_fit():
+    """A RowSpace computed once, fitted with row_space=False and lifted back, is the same
+    model as a fit that reduces internally (float64: to 1e-8 in the decision function), warm
+    start included; narrow features pass through untouched."""
+    from raddino_lib.eval.logistic import RowSpace
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(50, 300))
+    y = (x[:, :2].sum(1) + rng.normal(size=50) > 0).astype(float)[:, None].repeat(2, 1)
+    space = RowSpace(x)
+    assert space.features.shape == (50, 50) and space.basis.shape == (300, 50)
+    kw = dict(tol=1e-9, max_iter=3000)
+    inner = fit_multilabel_logistic(x, y, [0.1, 1.0], **kw)
+    once = space.lift(fit_multilabel_logistic(space.features, y, [0.1, 1.0], row_space=False,
+                                              **kw))  # fmt: skip
+    assert once.coef.shape == (2, 300)
+    np.testing.assert_allclose(once.decision_function(x), inner.decision_function(x), atol=1e-8)
+    start = fit_multilabel_logistic(space.features, y, [0.1, 1.0], row_space=False, max_iter=5)
+    warm = space.lift(fit_multilabel_logistic(space.features, y, [0.1, 1.0], row_space=False,
+                                              init=start, **kw))  # fmt: skip
+    np.testing.assert_allclose(warm.decision_function(x), inner.decision_function(x), atol=1e-3)
+    narrow = RowSpace(x[:, :10])
+    assert narrow.basis is None and narrow.features.shape == (50, 10)
+    m = fit_multilabel_logistic(narrow.features, y, 1.0, row_space=False, **kw)
+    assert narrow.lift(m) is m
+
+
 def test_grid_predict_matches_sklearn_and_handles_missing_classes():
     from sklearn.linear_model import LogisticRegression
 

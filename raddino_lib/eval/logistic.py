@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "RowSpace",
     "MultiLabelLogistic",
     "MultinomialLogistic",
     "fit_multilabel_logistic",
@@ -44,6 +45,27 @@ def _row_space(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return x, None
     q, r = torch.linalg.qr(x.to(torch.float64).T)  # x^T = Q R, so x = R^T Q^T and x Q = R^T
     return r.T.contiguous().to(x.dtype), q
+
+
+class RowSpace:
+    """The row-space reduction of one feature matrix, computed once and fitted many times.
+
+    ``RowSpace(x)`` with ``x [N, D]`` holds ``features`` (``x Q [N, N]`` when ``D > N``, else
+    ``x`` itself) and ``basis`` (``Q [D, N]`` or None). Fit on ``features`` with
+    ``row_space=False`` and :meth:`lift` the result: the same fit as
+    ``fit_multilabel_logistic(x, ..., row_space=True)``, without a QR per call.
+    """
+
+    def __init__(self, x: np.ndarray) -> None:
+        xr, q = _row_space(torch.as_tensor(np.asarray(x, dtype=np.float64)))
+        self.features = xr.numpy()
+        self.basis = None if q is None else q.numpy()
+
+    def lift(self, model: MultiLabelLogistic) -> MultiLabelLogistic:
+        """A model fitted on :attr:`features` -> the same model on the original ``D`` features."""
+        if self.basis is None:
+            return model
+        return MultiLabelLogistic(model.coef @ self.basis.T, model.intercept.copy())
 
 
 class MultiLabelLogistic:

@@ -42,7 +42,18 @@ def _batch(
     inputs: Sequence[torch.Tensor], idx: np.ndarray, device: torch.device
 ) -> list[torch.Tensor]:
     t = torch.from_numpy(idx)
-    return [x[t].to(device, non_blocking=True).float() for x in inputs]
+    return [_channels_last(x[t].to(device, non_blocking=True).float()) for x in inputs]
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """4-D (``[B, C, H, W]``) tensors in channels-last memory order, others as they are.
+
+    The heads and the U-Net are convolution stacks; with bf16 autocast on this 2-core CPU a
+    training step ran faster channels-last (U-Net 0.54 -> 0.47 s, UPerNet 0.37 -> 0.28 s,
+    ViTDet 0.25 -> 0.18 s at batch 32; the linear head the same), and the same layout is
+    what cuDNN's bf16 kernels prefer. The values are the same up to summation order.
+    """
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 
 def _autocast(device: torch.device, precision: str):
@@ -150,7 +161,7 @@ def fit(
             f"fit needs training and validation rows, got {len(train_idx)} and {len(val_idx)}"
         )
     device = torch.device(device)
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last)
     size = masks.shape[-1]
     loss_side = size if not loss_size or loss_size >= size else int(loss_size)
     _targets_at(torch.zeros(1, 1, size, size), loss_side)  # a side that does not divide: fail now
@@ -225,7 +236,7 @@ def predict_masks(
 ) -> np.ndarray:
     """``[len(idx), K, size, size]`` bool: sigmoid of the upsampled logits above ``threshold``."""
     device = torch.device(device)
-    model.eval().to(device)
+    model.eval().to(device, memory_format=torch.channels_last)
     out = []
     for i in range(0, len(idx), batch_size):
         b = idx[i : i + batch_size]
