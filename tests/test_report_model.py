@@ -357,3 +357,19 @@ def test_generators_start_from_one_shared_text_prior(tmp_path, monkeypatch) -> N
     assert [c["steps"] for c in calls] == [1, 1]
     with pytest.raises(ValueError, match="rg_prior_steps=3 trains a text prior"):
         rx.prior_steps(replace(cfg, rg_lm=str(tmp_path)))
+
+
+def test_generator_folder_ends_with_its_fingerprint(tmp_path, monkeypatch) -> None:
+    """A generator's cache folder is named by preset, encoder and the fingerprint of its key;
+    the fingerprint (which the generators trained from a text prior carry in their own keys)
+    changes with any key field and with nothing else."""
+    from raddino_lib.report.train import generator_dir, generator_fingerprint
+
+    monkeypatch.setenv("RADDINO_CACHE", str(tmp_path))
+    key = {"steps": 10, "tokens": 16, "stage": "text prior"}
+    folder = generator_dir("laptop", "text prior", key)
+    assert folder.parent == tmp_path / "report"
+    assert folder.name == f"laptop_text-prior_{generator_fingerprint(key)}"
+    assert generator_fingerprint(dict(reversed(list(key.items())))) == generator_fingerprint(key)
+    assert generator_fingerprint({**key, "steps": 11}) != generator_fingerprint(key)
+    assert len(generator_fingerprint(key)) == 12

@@ -63,7 +63,13 @@ from raddino_lib.report.tokenizer import (
     prompt_ids,
     train_report_tokenizer,
 )
-from raddino_lib.report.train import cached_generator, fit_generator, generator_dir, train_fields
+from raddino_lib.report.train import (
+    cached_generator,
+    fit_generator,
+    generator_dir,
+    generator_fingerprint,
+    train_fields,
+)
 from raddino_lib.text.labeller import CHEXBERT_14
 
 __all__ = [
@@ -297,7 +303,7 @@ def run_report_generation(
             folder = generator_dir(cfg.preset, "text prior", pkey)
             priors[n_tok] = {
                 "key": pkey, "folder": folder, "max_pos": max_pos, "model": None,
-                "fingerprint": folder.name.rsplit("_", 1)[-1],
+                "fingerprint": generator_fingerprint(pkey),
                 "summary": {"steps": prior_steps(cfg), "tokens": n_tok, "folder": str(folder),
                             "cached": None, "train_seconds": None, "final_loss": None},
             }  # fmt: skip

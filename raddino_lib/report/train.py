@@ -47,6 +47,7 @@ __all__ = [
     "cached_generator",
     "fit_generator",
     "generator_dir",
+    "generator_fingerprint",
     "load_generator",
     "lr_at",
     "save_generator",
@@ -222,14 +223,16 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "encoder"
 
 
-def _fingerprint(key: dict[str, Any]) -> str:
+def generator_fingerprint(key: dict[str, Any]) -> str:
+    """12 hex digits of a hash of ``key`` and :data:`REPORT_VERSION`: the last part of a
+    generator's cache folder name (:func:`generator_dir`)."""
     blob = json.dumps({"version": REPORT_VERSION, **key}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def generator_dir(preset: str, encoder: str, key: dict[str, Any]) -> Path:
     """``.cache/report/<preset>_<encoder slug>_<fingerprint of key>`` (may not exist)."""
-    return cache_dir("report", f"{preset}_{_slug(encoder)}_{_fingerprint(key)}")
+    return cache_dir("report", f"{preset}_{_slug(encoder)}_{generator_fingerprint(key)}")
 
 
 def save_generator(model: ReportGenerator, folder: Path, info: dict[str, Any]) -> Path:
