@@ -81,8 +81,7 @@ display(Markdown(_rc.describe(cfg, ("preset", "data_dir", "seed", "seg_tasks", "
                                     "seg_size", "seg_image_size", "seg_views", "seg_steps",
                                     "seg_unet_steps", "seg_batch_size", "seg_lr", "seg_linear_lr",
                                     "seg_loss_size", "seg_linear_layers", "seg_channels",
-                                    "seg_joint", "seg_separate", "seg_separate_steps",
-                                    "seg_unet_encoder",
+                                    "seg_joint", "seg_separate", "seg_unet_encoder",
                                     "seg_shots"))))  # fmt: skip
 set_matplotlib_formats("jpeg")
 results: dict = {}

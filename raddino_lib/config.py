@@ -133,9 +133,6 @@ class Config:
     seg_channels: int = 32  # decoder width of the ViTDet and UPerNet heads (mmseg: 512)
     seg_joint: bool = True  # one model per (encoder, head) for all tasks (False: per task)
     seg_separate: tuple[str, ...] = ("ribs",)  # tasks given a model of their own when joint
-    # steps of the seg_separate tasks' models, heads and U-Net alike (0: seg_steps and
-    # seg_unet_steps); the 20 thin ribs need many more steps than the lungs
-    seg_separate_steps: int = 0
     seg_linear_layers: int = 4  # blocks concatenated by the linear head (DINOv2: 1 or 4)
     seg_unet_encoder: str = "tu-tinynet_e"  # segmentation-models-pytorch encoder, no weights
     seg_unet_steps: int = 300

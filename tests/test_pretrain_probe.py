@@ -94,35 +94,39 @@ def test_grid_features_pool_patch_tokens_by_cell():
         probe_features({"cls": emb["cls"], "mean_patch": emb["mean_patch"]}, "cls+mean+grid")
 
 
-def test_encoder_probe_embeds_each_snapshot_once(monkeypatch):
-    """Both feature kinds of one snapshot share one embedding (memoised on the weights and
-    images); changed weights or images are embedded anew; the memo keeps a few entries."""
+def test_encoder_probe_embeds_each_snapshot_once(tmp_path, monkeypatch):
+    """Both feature kinds of one snapshot come from one (cached) embedding; changed weights
+    are embedded anew."""
+    import raddino_lib.eval.cache as cache_mod
     import raddino_lib.eval.pretrain_probe as pp
+    from raddino_lib.data.phantom import generate_dataset
+    from raddino_lib.data.records import load_records
 
+    monkeypatch.setenv("RADDINO_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "ph"
+    generate_dataset(root, 8, size=32, seed=1, workers=1, progress=False)
+    frontal = pp.frontal_records(load_records(root))
     spec = BackboneSpec(image_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2)
     torch.manual_seed(0)
-    a, b = ViTBackbone(spec), ViTBackbone(spec)
-    arr = np.random.default_rng(0).random((6, 16, 16), dtype=np.float32)
-    calls = []
+    a = ViTBackbone(spec)
+    calls, seen = [], {}
 
-    def counting(bb, images, **kw):
+    def counting(enc, images, **kw):
         calls.append(kw["grid"])
-        return embed_array(bb, images, **kw)
+        return embed_array(enc, images, **kw)
 
-    monkeypatch.setattr(pp, "embed_array", counting)
-    monkeypatch.setattr(pp, "_EMBED_MEMO", type(pp._EMBED_MEMO)())
-    e1 = pp._embeddings(a, arr, 4, "cpu", "fp32", False)
-    e2 = pp._embeddings(a, arr, 4, "cpu", "fp32", False)
-    assert e1 is e2 and calls == [4]
-    grid = probe_features(e1, "cls+mean+grid")
-    np.testing.assert_array_equal(grid[:, : 2 * 16], probe_features(e1, "cls+mean"))
-    pp._embeddings(b, arr, 4, "cpu", "fp32", False)  # other weights
-    pp._embeddings(a, arr[::-1].copy(), 4, "cpu", "fp32", False)  # other images
-    assert len(calls) == 3
+    def features_only(x, *args, **kw):
+        seen[x.shape[1]] = np.asarray(x)
+        return pd.DataFrame()
+
+    monkeypatch.setattr(cache_mod, "embed_array", counting)
+    monkeypatch.setattr(pp, "cached_finding_probe", features_only)
+    for kind in ("cls+mean", "cls+mean+grid", "cls+mean"):
+        pp.encoder_probe(a, root, frontal, ["cardiomegaly"], feature_kind=kind, grid=4)
+    assert calls == [4]  # one embedding, with the pooled grid, for both kinds
+    assert sorted(seen) == [2 * 16, (2 + 16) * 16]
+    np.testing.assert_array_equal(seen[(2 + 16) * 16][:, : 2 * 16], seen[2 * 16])
     with torch.no_grad():
         a.blocks[0].mlp.fc1.weight.add_(1.0)  # the same module, trained further
-    pp._embeddings(a, arr, 4, "cpu", "fp32", False)
-    assert len(calls) == 4
-    for i in range(pp._EMBED_MEMO_SIZE + 2):
-        pp._embeddings(a, arr + i, 4, "cpu", "fp32", False)
-    assert len(pp._EMBED_MEMO) == pp._EMBED_MEMO_SIZE
+    pp.encoder_probe(a, root, frontal, ["cardiomegaly"], feature_kind="cls+mean", grid=4)
+    assert len(calls) == 2

@@ -363,22 +363,6 @@ def test_steps_follow_epochs_when_asked() -> None:
         _steps(make_config("smoke", seg_epochs=0), 0, 10)
 
 
-def test_separate_tasks_get_their_own_step_count() -> None:
-    """seg_separate_steps applies to the models of seg_separate tasks only (heads and U-Net
-    alike), 0 leaves every model at its default, and a negative count is refused."""
-    from raddino_lib.config import make_config
-    from raddino_lib.seg.experiment import _group_steps
-
-    cfg = make_config("smoke", seg_separate=("ribs",), seg_separate_steps=30)
-    assert _group_steps(cfg, ("ribs",), 4) == 30
-    assert _group_steps(cfg, ("lungs", "zones"), 4) == 4
-    assert _group_steps(cfg, ("lungs", "ribs"), 4) == 4  # a joint model keeps the joint count
-    assert _group_steps(cfg, ("lungs",), 7) == 7  # e.g. the few-shot lung heads
-    assert _group_steps(make_config("smoke", seg_separate_steps=0), ("ribs",), 4) == 4
-    with pytest.raises(ValueError, match="seg_separate_steps must be >= 0"):
-        _group_steps(make_config("smoke", seg_separate_steps=-1), ("ribs",), 4)
-
-
 class _RowSpy(torch.nn.Module):
     """Logits of zeros; records the row ids it is fed (inputs hold the row id everywhere)."""
 

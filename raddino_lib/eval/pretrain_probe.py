@@ -8,19 +8,16 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
-from raddino_lib.data.arrays import image_array
-from raddino_lib.eval.embed import embed_array, probe_features
+from raddino_lib.eval.cache import cached_embeddings
+from raddino_lib.eval.embed import probe_features
 from raddino_lib.eval.probe import cached_finding_probe
 from raddino_lib.models.backbone import ViTBackbone
 
@@ -63,8 +60,10 @@ def encoder_probe(
     """Finding probe (see :func:`raddino_lib.eval.probe.finding_probe`) on ``backbone``'s
     features of ``frontal`` images at the backbone's native input size (``grid`` is the pooled
     grid side of the ``"cls+mean+grid"`` kind)."""
-    arr = image_array(root, frontal, backbone.spec.image_size, progress=progress)
-    emb = _embeddings(backbone, arr, grid, device, precision, progress)
+    # every kind from one cached embedding (with the pooled grid): a snapshot probed with both
+    # kinds, or probed again by compare_probes, is embedded once
+    emb = cached_embeddings(backbone, root, frontal, grid=grid, device=device,
+                            precision=precision, progress=progress)  # fmt: skip
     x = probe_features(emb, feature_kind)
     return cached_finding_probe(
         x, frontal[list(findings)], frontal["split"], frontal["subject_id"], seeds=seeds
@@ -209,35 +208,6 @@ class ProbeComparison:
     tables: dict[str, pd.DataFrame]
     seed_means: dict[str, list[float]]
     checks: dict[str, dict]
-
-
-# The last few embeddings of this process, by weights and images: a chapter probes the same
-# snapshot with both feature kinds (and its first and last snapshots twice), embedded once.
-_EMBED_MEMO: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
-_EMBED_MEMO_SIZE = 4
-
-
-def _embeddings(
-    backbone: ViTBackbone, arr: np.ndarray, grid: int, device: str, precision: str, progress: bool
-) -> dict[str, np.ndarray]:
-    """``embed_array(backbone, arr, grid=grid)`` (every feature kind), memoised on a hash of
-    the weights, the images and the settings."""
-    h = hashlib.sha256(repr((backbone.spec, arr.shape, str(arr.dtype), grid, device,
-                             precision)).encode())  # fmt: skip
-    for name, t in backbone.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    h.update(np.ascontiguousarray(arr).tobytes())
-    key = h.hexdigest()
-    if key in _EMBED_MEMO:
-        _EMBED_MEMO.move_to_end(key)
-        return _EMBED_MEMO[key]
-    emb = embed_array(backbone, arr, device=device, precision=precision, progress=progress,
-                      grid=grid)  # fmt: skip
-    _EMBED_MEMO[key] = emb
-    while len(_EMBED_MEMO) > _EMBED_MEMO_SIZE:
-        _EMBED_MEMO.popitem(last=False)
-    return emb
 
 
 def compare_probes(

@@ -156,18 +156,6 @@ def _steps(cfg: Config, steps: int, n_rows: int) -> int:
     return steps
 
 
-def _group_steps(cfg: Config, group: Sequence[str], steps: int) -> int:
-    """``cfg.seg_separate_steps`` for a model of :attr:`Config.seg_separate` tasks only (when
-    set), else ``steps``."""
-    if cfg.seg_separate_steps < 0:
-        raise ValueError(
-            f"seg_separate_steps must be >= 0 (0: seg_steps), got {cfg.seg_separate_steps}"
-        )
-    if cfg.seg_separate_steps > 0 and group and set(group) <= set(cfg.seg_separate):
-        return int(cfg.seg_separate_steps)
-    return steps
-
-
 def _train_and_score(
     model: torch.nn.Module,
     inputs: Sequence[torch.Tensor],
@@ -364,8 +352,7 @@ def _train_head(
     n_out = sum(len(task_channels(t)) for t in group)
     model = _head(head, maps.enc.embed_dim, n_out, cfg, len(maps.layers[head]))
     out = _train_and_score(
-        model, inputs, views, group, cfg, steps=_group_steps(cfg, group, cfg.seg_steps),
-        **_opt(head, cfg),
+        model, inputs, views, group, cfg, steps=cfg.seg_steps, **_opt(head, cfg),
         sources=sources, example_rows=example_rows, desc=desc,
     )  # fmt: skip
     out[1]["feature_seconds"] = maps.seconds
@@ -381,8 +368,7 @@ def _train_unet(
     model = UNet(n_out, cfg.seg_unet_encoder, mean=cfg.pixel_mean, std=cfg.pixel_std)
     images = torch.from_numpy(views.images).unsqueeze(1)
     return _train_and_score(
-        model, [images], views, group, cfg, lr=cfg.seg_lr,
-        steps=_group_steps(cfg, group, cfg.seg_unet_steps),
+        model, [images], views, group, cfg, steps=cfg.seg_unet_steps, lr=cfg.seg_lr,
         example_rows=example_rows, desc="U-Net",
     )  # fmt: skip
 
