@@ -167,6 +167,45 @@ def test_ema_update_is_the_convex_combination():
     assert not any(p.requires_grad for p in model.teacher.parameters())
 
 
+def test_bf16_teacher_copy_follows_the_ema_and_matches_autocast():
+    """Under bf16 autocast the teacher runs as a bf16 copy of its float32 EMA weights: the copy
+    is refreshed on every use (equal to the teacher cast after an EMA update), is not part of
+    the state dict, and its outputs match the autocast forward of the float32 teacher."""
+    from raddino_lib.ssl.bench import synthetic_batch
+
+    cfg = _cfg()
+    model = SSLModel(cfg, spec_from_config(cfg))
+    with torch.no_grad():
+        for p in model.student.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    low = model.lowp_teacher_backbone(torch.bfloat16)
+    model.update_teacher(0.5)
+    low2 = model.lowp_teacher_backbone(torch.bfloat16)
+    assert low2 is low  # made once, refreshed in place
+    for (name, t), q in zip(
+        model.teacher.backbone.named_parameters(), low.parameters(), strict=True
+    ):
+        assert q.dtype == torch.bfloat16 and not q.requires_grad
+        torch.testing.assert_close(q, t.detach().to(torch.bfloat16), rtol=0, atol=0, msg=name)
+    assert not any("lowp" in k for k in model.state_dict())
+    batch = synthetic_batch(cfg, 4)
+    masks = batch.masks
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = model.teacher.teacher_outputs(batch.global_crops, masks)
+        out = model.teacher.teacher_outputs(batch.global_crops, masks, low)
+    for key in ("cls", "global_logits", "patch_logits"):
+        a, b = ref[key].float(), out[key].float()
+        assert a.shape == b.shape
+        cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
+        assert float(cos.min()) > 0.99, key
+    # a step under bf16 autocast uses the copy; without autocast it does not make one
+    fresh = SSLModel(cfg, spec_from_config(cfg))
+    fresh.step_losses(batch, 0.04)
+    assert "_lowp_teacher" not in fresh.__dict__
+    fresh.step_losses(batch, 0.04, autocast=torch.autocast("cpu", dtype=torch.bfloat16))
+    assert fresh.__dict__["_lowp_teacher"].pos_embed.dtype == torch.bfloat16
+
+
 def test_prototypes_frozen_during_first_steps(data: Path, tmp_path: Path):
     cfg = _cfg(freeze_last_layer_steps=2, pretrain_steps=2, checkpoint_every=2)
     pretrain(cfg, tmp_path / "run", data_dir=data)

@@ -6,6 +6,12 @@ Teacher: an EMA copy without drop path that sees the two unmasked global crops o
 
 Loss = DINO(CLS) + ``ibot_weight`` * iBOT(masked patches) + ``koleo_weight`` * KoLeo(student
 backbone CLS of each global crop, summed over the two crops as DINOv2's code does).
+
+Under bf16 autocast the teacher's backbone runs as a bf16 copy of its EMA weights, refreshed
+from the float32 master at every step (the EMA itself stays float32: a 0.004 update is below
+bf16's resolution). Autocast would cast the same weights at every call and every LayerNorm's
+input and output too; the copy took the teacher forward from 0.25 to 0.21 s of a 0.77 s laptop
+step on the 2-core CPU, with CLS cosine 0.9999 to the autocast forward.
 """
 
 from __future__ import annotations
@@ -75,11 +81,22 @@ class Student(nn.Module):
 
     @torch.no_grad()
     def teacher_outputs(
-        self, global_crops: torch.Tensor, masks: torch.Tensor
+        self,
+        global_crops: torch.Tensor,
+        masks: torch.Tensor,
+        backbone: ViTBackbone | None = None,
     ) -> dict[str, torch.Tensor]:
         """Teacher side: unmasked global crops -> ``cls [2b, D]``, ``global_logits [2b, K]``,
-        ``patch_logits [M, K]`` at the positions the student saw masked."""
-        g = self.backbone.forward_tokens(global_crops)
+        ``patch_logits [M, K]`` at the positions the student saw masked.
+
+        ``backbone``: a low-precision copy of ``self.backbone`` to run instead (its input is
+        normalised in float32 by ``self.backbone`` and then cast to the copy's dtype)."""
+        if backbone is None:
+            g = self.backbone.forward_tokens(global_crops)
+        else:
+            dtype = next(backbone.parameters()).dtype
+            x = self.backbone.preprocess(global_crops).to(dtype)
+            g = backbone.forward_tokens(x, normalized=True)
         with _fp32(global_crops.device.type):
             return {
                 "cls": g["cls"],
@@ -137,6 +154,26 @@ class SSLModel(nn.Module):
         self.teacher.load_state_dict(self.student.state_dict())
 
     @torch.no_grad()
+    def lowp_teacher_backbone(self, dtype: torch.dtype) -> ViTBackbone:
+        """The teacher backbone's weights as a ``dtype`` copy (made on first use, refreshed from
+        the float32 teacher on every call, so it always equals the current EMA weights cast).
+
+        The copy is not a registered submodule: it is absent from ``state_dict()``,
+        ``parameters()`` and ``.to()``; it follows the teacher's device by itself."""
+        src = self.teacher.backbone
+        device = src.pos_embed.device
+        held = self.__dict__.get("_lowp_teacher")
+        if held is None or held.pos_embed.dtype != dtype or held.pos_embed.device != device:
+            held = copy.deepcopy(src).to(dtype)
+            held.requires_grad_(False)
+            held.eval()
+            self.__dict__["_lowp_teacher"] = held
+        else:
+            torch._foreach_copy_(list(held.parameters()), list(src.parameters()))
+        held.set_fused_attention(bool(src.blocks[0].attn.fused_attn))
+        return held
+
+    @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
         """EMA: ``teacher <- m * teacher + (1 - m) * student`` for every parameter."""
         t = [p for p in self.teacher.parameters()]
@@ -167,8 +204,11 @@ class SSLModel(nn.Module):
         masks = batch.masks if cfg.mim else torch.zeros_like(batch.masks)
         n_global = 2
         ctx = autocast if autocast is not None else torch.autocast("cpu", enabled=False)
+        lowp = None
+        if autocast is not None and autocast._enabled and autocast.fast_dtype == torch.bfloat16:
+            lowp = self.lowp_teacher_backbone(torch.bfloat16)
         with torch.no_grad(), ctx:
-            tg = self.teacher.teacher_outputs(batch.global_crops, masks)
+            tg = self.teacher.teacher_outputs(batch.global_crops, masks, lowp)
         t_logits, t_patch_logits = tg["global_logits"], tg["patch_logits"]
         with torch.no_grad():
             spread = float((t_logits - self.dino_loss.center).std(dim=0).mean())
