@@ -22,7 +22,9 @@ class FloorResult:
     findings: pd.DataFrame  # per finding: auprc_mean, auprc_std, prevalence, ...
     metadata: pd.DataFrame  # per variable: acc_mean, acc_std, chance
     size: int
-    n_images: int
+    n_images: int  # frontal images of the finding probe
+    metadata_rows: str = "frontal"  # which frontal images the metadata probe used
+    n_metadata: int = 0  # how many
 
 
 def pixel_features(root: str | Path, df: pd.DataFrame, size: int, progress: bool = True):
@@ -39,9 +41,15 @@ def pixel_floor(
     size: int = 32,
     seeds: Sequence[int] = (0, 1, 2),
     metadata: Sequence[str] = ("sex", "age", "weight", "bmi"),
+    metadata_subset: str | None = "no_finding",
     progress: bool = True,
 ) -> FloorResult:
-    """Probe findings (frontal images, test AUPRC) and metadata (5-fold accuracy) on pixels."""
+    """Probe findings (frontal images, test AUPRC) and metadata (5-fold accuracy) on pixels.
+
+    The metadata probe runs on the frontal images whose ``metadata_subset`` label is 1 (the
+    paper's Table 7 protocol, and chapter 4's: no finding), or on every frontal image when
+    ``metadata_subset`` is None or the records have no such column.
+    """
     frontal = df[df["view"] != "LATERAL"].reset_index(drop=True)
     if len(frontal) == 0:
         raise ValueError("pixel_floor needs frontal (PA/AP) images; the records have none")
@@ -49,7 +57,18 @@ def pixel_floor(
     fin = cached_finding_probe(
         x, frontal[list(findings)], frontal["split"], frontal["subject_id"], seeds=seeds
     )
-    meta = cached_metadata_probe(
-        x, frontal, frontal["subject_id"], variables=metadata, seed=seeds[0]
-    )
-    return FloorResult(findings=fin, metadata=meta, size=size, n_images=len(frontal))
+    rows, which = frontal.index.to_numpy(), "frontal"
+    if metadata_subset is not None and metadata_subset in frontal.columns:
+        rows = frontal.index[frontal[metadata_subset] == 1].to_numpy()
+        which = f"frontal, {metadata_subset} = 1"
+        if len(rows) == 0:
+            raise ValueError(
+                f"pixel_floor: no frontal image has {metadata_subset} = 1; pass "
+                "metadata_subset=None to probe metadata on every frontal image"
+            )
+    sub = frontal.iloc[rows].reset_index(drop=True)
+    meta = cached_metadata_probe(x[rows], sub, sub["subject_id"], variables=metadata, seed=seeds[0])
+    return FloorResult(
+        findings=fin, metadata=meta, size=size, n_images=len(frontal),
+        metadata_rows=which, n_metadata=len(sub),
+    )  # fmt: skip
