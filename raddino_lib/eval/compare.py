@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ __all__ = [
     "Claim",
     "claims_table",
     "paired_verdict",
+    "side_by_side_jobs",
+    "train_side_by_side_runs",
 ]
 
 RAD_DINO = "RAD-DINO-mini"
@@ -166,7 +168,60 @@ def book_encoders(
     unknown = [n for n in names if n not in loaders]
     if unknown:
         raise ValueError(f"unknown encoder(s) {unknown}; known: {list(loaders)}")
+    if train:
+        train_side_by_side_runs(cfg, names)
     return {n: loaders[n]() for n in names}
+
+
+def side_by_side_jobs(cfg: Config, names: Sequence[str]) -> list[Any]:
+    """The unfinished training runs behind ``names`` that do not depend on one another, as
+    :class:`raddino_lib.lanes.Job` (the main run, the general-domain and CLIP runs, the sweeps'
+    reference run and its no-MIM twin; not the control, whose early stopping probes it between
+    snapshots). Data folders are resolved here, in this process, so that no two side processes
+    generate the same dataset."""
+    from raddino_lib.data.datasets import dataset_dir
+    from raddino_lib.eval.ablation import point_config, reference_point
+    from raddino_lib.lanes import Job
+    from raddino_lib.ssl.export import pretrained_run_dir
+    from raddino_lib.ssl.general import (
+        general_domain_config,
+        general_domain_data,
+        general_domain_run_dir,
+    )
+    from raddino_lib.textsup.encoder import text_supervised_run_dir
+
+    jobs: list[Job] = []
+    if GENERAL in names:
+        run = general_domain_run_dir(cfg)
+        if not (run / "done.json").is_file():
+            jobs.append(Job("pretrain", general_domain_config(cfg), run, general_domain_data(cfg)))
+    if TEXT_SUP in names:
+        jobs.append(Job("clip", cfg, text_supervised_run_dir(cfg)))
+    if RAD_DINO in names:
+        jobs.append(Job("pretrain", cfg, pretrained_run_dir(cfg)))
+    for name, point in ((REFERENCE, reference_point), (NO_MIM, no_mim_point)):
+        if name in names:
+            pcfg = point_config(cfg, point(cfg))
+            jobs.append(Job("pretrain", pcfg, pretrained_run_dir(pcfg)))
+    jobs = [j for j in jobs if not j.done]
+    if len(jobs) < 2:
+        return []
+    root = dataset_dir(cfg)
+    return [j if j.data_dir is not None else replace(j, data_dir=root) for j in jobs]
+
+
+def train_side_by_side_runs(cfg: Config, names: Sequence[str]) -> None:
+    """Train the unfinished runs of :func:`side_by_side_jobs` side by side when
+    :func:`raddino_lib.lanes.lanes_for` allows two or more at a time (``cfg.concurrent_runs``
+    on a CPU); otherwise do nothing, and each encoder trains its run when it is loaded."""
+    from raddino_lib.lanes import lanes_for, train_side_by_side
+
+    lanes = lanes_for(cfg)
+    if lanes < 2:
+        return
+    jobs = side_by_side_jobs(cfg, names)
+    if jobs:
+        train_side_by_side(jobs, lanes=lanes, progress=cfg.progress)
 
 
 def encoder_features(

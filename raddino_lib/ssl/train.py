@@ -87,6 +87,7 @@ _EVAL_ONLY = {
     "preset",
     "seeds",
     "num_workers",
+    "concurrent_runs",
     "progress",
     "probe_epochs",
     "probe_lr",
