@@ -137,7 +137,8 @@ display(Markdown(
 
 # %%
 # The MIM ablation is a matched pair at the ablation sweeps' budget: the sweeps' reference run
-# (RAD-DINO-mini's recipe, shared with chapters 7-10) and the same run without the iBOT loss.
+# (RAD-DINO-mini's recipe, shared with chapters 7-10) and the same run without the iBOT loss
+# (the two train side by side when `concurrent_runs` allows, as chapter 3's baselines do).
 # Its heads are `seg_mim_heads`; the few-shot rows' heads are `seg_few_shot_heads`.
 REF, NO_MIM, RD, TS = cmp.REFERENCE, cmp.NO_MIM, cmp.RAD_DINO, cmp.TEXT_SUP
 HEAD_NAMES = {"linear": "linear", "vitdet": "ViTDet", "upernet": "UPerNet"}

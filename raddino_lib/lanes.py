@@ -39,6 +39,7 @@ from raddino_lib.config import PRESETS, Config
 __all__ = ["Job", "config_from_dict", "lanes_for", "train_side_by_side"]
 
 _KINDS = ("pretrain", "clip")
+_PARENT_ENV = "RADDINO_LANES_PARENT"
 
 
 @dataclass(frozen=True)
@@ -131,12 +132,18 @@ def _steps_logged(job: Job) -> int:
         return 0
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the side process gets SIGTERM when the notebook's process dies (a killed kernel
-    must not leave a run training behind it)."""
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
+    """Linux: this side process gets SIGTERM when the process that started it dies (a killed
+    kernel must not leave a run training behind it). Set by the child itself, first thing (a
+    ``preexec_fn`` would run between fork and exec of a threaded parent); a parent that died
+    before that is caught by the ``getppid`` check."""
+    if not sys.platform.startswith("linux"):
+        return
     import ctypes
 
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        sys.exit(f"the process that started this side run ({parent}) is gone")
 
 
 def _tail(path: Path, n: int = 3000) -> str:
@@ -172,6 +179,7 @@ def train_side_by_side(
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
         "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p),
+        _PARENT_ENV: str(os.getpid()),
     }
     tmp = Path(tempfile.mkdtemp(prefix="raddino-lanes-"))
     queue = list(todo)
@@ -197,7 +205,6 @@ def train_side_by_side(
                         stdout=fh,
                         stderr=subprocess.STDOUT,
                         env=env,
-                        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
                     )
                 running.append((job, proc, log))
             time.sleep(poll_s)
@@ -241,6 +248,8 @@ def _main(argv: Sequence[str]) -> int:  # pragma: no cover - exercised through s
     if len(argv) != 1:
         print("usage: python -m raddino_lib.lanes JOB.json", file=sys.stderr)
         return 2
+    if _PARENT_ENV in os.environ:
+        _die_with_parent(int(os.environ[_PARENT_ENV]))
     import torch
 
     spec = json.loads(Path(argv[0]).read_text())

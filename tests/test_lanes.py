@@ -103,3 +103,42 @@ def test_book_encoders_jobs_are_the_runs_the_loaders_read(data: Path, tmp_path: 
     assert cmp.side_by_side_jobs(cfg, names) == []
     enc = cmp.book_encoders(cfg, include=names, train=False)
     assert list(enc) == names
+
+
+def test_side_processes_stop_when_their_parent_is_killed(data: Path, tmp_path: Path):
+    """SIGKILL of the process that started the side runs (a killed kernel) stops them too:
+    their metrics stop growing, and each keeps a resumable folder."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from raddino_lib.config import make_config\n"
+        "from raddino_lib.lanes import Job, train_side_by_side\n"
+        "cfg = make_config('smoke', precision='fp32', progress=False, pretrain_steps=100000,\n"
+        "                  checkpoint_every=20)\n"
+        "d, out = Path(sys.argv[1]), Path(sys.argv[2])\n"
+        "jobs = [Job('pretrain', cfg, out / r, d) for r in ('a', 'b')]\n"
+        "train_side_by_side(jobs, lanes=2, progress=False, poll_s=0.2)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    parent = subprocess.Popen([sys.executable, str(script), str(data), str(tmp_path)], env=env)
+    metrics = [tmp_path / r / "metrics.jsonl" for r in ("a", "b")]
+
+    def lines() -> list[int]:
+        return [len(m.read_text().splitlines()) if m.is_file() else 0 for m in metrics]
+
+    deadline = time.time() + 120
+    while min(lines()) < 3:
+        assert parent.poll() is None and time.time() < deadline, "side runs did not start"
+        time.sleep(0.5)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    time.sleep(3)
+    before = lines()
+    time.sleep(4)
+    assert lines() == before, "side runs kept training after their parent died"
