@@ -107,7 +107,11 @@ records = load_records(root)
 # encoder: from the text prior where there is one) trains on the training reports, then
 # writes every test report greedily. The same
 # bootstrap resamples of the test reports score every encoder, so differences between
-# encoders are paired.
+# encoders are paired. On a CPU with `concurrent_runs` of 2 or more (the `laptop` preset), the
+# generators not yet cached train side by side, each in its own process on its share of the
+# cores, after the text prior (`raddino_lib.lanes`): a step of this small decoder keeps two
+# cores far from busy. They are the generators the notebook would have trained (a test checks
+# the same losses and reports); only their training seconds are per process.
 
 # %%
 names = [cmp.NO_IMAGE, cmp.TEXT_SUP, cmp.GENERAL, cmp.CONTROL, cmp.REFERENCE, cmp.RAD_DINO]
@@ -245,7 +249,8 @@ plt.show()
 per_class = pd.DataFrame({n: e["per_class_f1"] for n, e in res["encoders"].items()}).T
 per_class = per_class[[c for c in CHEXBERT_14 if c in res["macro_f1_classes"]]]
 display((100 * per_class.astype(float)).round(1))
-display(pd.DataFrame({n: {"cached": t["cached"], "train s": t["train_seconds"],
+display(pd.DataFrame({n: {"cached": t["cached"], "side process": t.get("side_process", False),
+                          "train s": t["train_seconds"],
                           "LM params (M)": t["lm_params_m"],
                           "projector params (M)": t["projector_params_m"],
                           "generated words (mean)": round(t["mean_generated_words"], 1)}

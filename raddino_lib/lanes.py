@@ -14,10 +14,15 @@ A run trained in a side process is the same run as one trained in the notebook: 
 same cache folder, same seeds, resumable from its checkpoints; only the thread count differs,
 which can change the last bits of float sums (as a different machine would).
 
-* :class:`Job` -- one run: what to train (``"pretrain"`` or ``"clip"``), its config, folder and
-  data folder;
-* :func:`train_side_by_side` -- train the unfinished jobs, ``lanes`` at a time;
-* ``python -m raddino_lib.lanes JOB.json`` -- the side process's entry point.
+Chapter 7's report generators (small decoders of small steps, which keep two cores even less
+busy) train the same way once their inputs are written (kind ``"report"``,
+:func:`raddino_lib.report.train.write_fit_inputs`).
+
+* :class:`Job` -- one run: what to train (``"pretrain"``, ``"clip"`` or ``"report"``), its
+  config, folder and data folder;
+* :func:`train_side_by_side` -- train the unfinished jobs in ``lanes`` side processes;
+* ``python -m raddino_lib.lanes LANE.json`` -- a side process's entry point (its jobs, in
+  order, and its thread count).
 """
 
 from __future__ import annotations
@@ -36,9 +41,9 @@ from typing import Any
 
 from raddino_lib.config import PRESETS, Config
 
-__all__ = ["Job", "config_from_dict", "lanes_for", "train_side_by_side"]
+__all__ = ["Job", "config_from_dict", "job_from_dict", "lanes_for", "train_side_by_side"]
 
-_KINDS = ("pretrain", "clip")
+_KINDS = ("pretrain", "clip", "report")
 _PARENT_ENV = "RADDINO_LANES_PARENT"
 
 
@@ -47,17 +52,21 @@ class Job:
     """One training run.
 
     Attributes:
-        kind: ``"pretrain"`` (:func:`raddino_lib.ssl.train.pretrain`) or ``"clip"``
-            (:func:`raddino_lib.textsup.train.train_clip`).
+        kind: ``"pretrain"`` (:func:`raddino_lib.ssl.train.pretrain`), ``"clip"``
+            (:func:`raddino_lib.textsup.train.train_clip`) or ``"report"``
+            (:func:`raddino_lib.report.train.fit_from_inputs`, inputs written beforehand).
         cfg: the run's configuration.
-        run_dir: its cache folder (``done.json`` there marks it finished).
+        run_dir: its cache folder (``done.json`` there marks it finished; ``run.json`` for a
+            report generator).
         data_dir: the dataset folder (None: the config's own, as the trainers default).
+        n_steps: the run's optimiser steps when the config does not say (report generators).
     """
 
     kind: str
     cfg: Config
     run_dir: Path
     data_dir: Path | None = None
+    n_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -65,28 +74,41 @@ class Job:
 
     @property
     def done(self) -> bool:
-        return (Path(self.run_dir) / "done.json").is_file()
+        marker = "run.json" if self.kind == "report" else "done.json"
+        return (Path(self.run_dir) / marker).is_file()
 
     @property
     def steps(self) -> int:
+        if self.n_steps is not None:
+            return int(self.n_steps)
         return int(self.cfg.clip_steps if self.kind == "clip" else self.cfg.pretrain_steps)
 
     def cost(self) -> float:
         """A rough size, to start the longest first: steps x images x tokens per image."""
         c = self.cfg
-        batch = c.clip_batch_size if self.kind == "clip" else c.batch_size
+        batch = {"clip": c.clip_batch_size, "report": c.rg_batch_size}.get(self.kind, c.batch_size)
         return float(self.steps * batch * (c.image_size // c.patch_size) ** 2)
 
-    def to_json(self, threads: int) -> str:
-        return json.dumps(
-            {
-                "kind": self.kind,
-                "config": self.cfg.to_dict(),
-                "run_dir": str(self.run_dir),
-                "data_dir": None if self.data_dir is None else str(self.data_dir),
-                "threads": int(threads),
-            }
-        )
+    def to_dict(self) -> dict[str, Any]:
+        """The job as JSON values (:func:`job_from_dict` reads it back)."""
+        return {
+            "kind": self.kind,
+            "config": self.cfg.to_dict(),
+            "run_dir": str(self.run_dir),
+            "data_dir": None if self.data_dir is None else str(self.data_dir),
+            "n_steps": self.n_steps,
+        }
+
+
+def job_from_dict(d: dict[str, Any]) -> Job:
+    """Inverse of :meth:`Job.to_dict`."""
+    return Job(
+        d["kind"],
+        config_from_dict(d["config"]),
+        Path(d["run_dir"]),
+        None if d["data_dir"] is None else Path(d["data_dir"]),
+        d.get("n_steps"),
+    )
 
 
 def config_from_dict(d: dict[str, Any]) -> Config:
@@ -117,6 +139,10 @@ def run_job(job: Job, progress: bool | None = None) -> None:
         from raddino_lib.textsup.train import train_clip
 
         train_clip(job.cfg, job.run_dir, data_dir=job.data_dir, progress=progress)
+    elif job.kind == "report":
+        from raddino_lib.report.train import fit_from_inputs
+
+        fit_from_inputs(job.run_dir, progress=job.cfg.progress if progress is None else progress)
     else:
         from raddino_lib.ssl.train import pretrain
 
@@ -124,6 +150,8 @@ def run_job(job: Job, progress: bool | None = None) -> None:
 
 
 def _steps_logged(job: Job) -> int:
+    if job.kind == "report":  # a generator logs no steps: counted when it is saved
+        return job.steps if job.done else 0
     path = Path(job.run_dir) / "metrics.jsonl"
     try:
         with open(path, "rb") as fh:
@@ -153,12 +181,26 @@ def _tail(path: Path, n: int = 3000) -> str:
         return "(no log)"
 
 
+def _bins(todo: Sequence[Job], lanes: int) -> list[list[Job]]:
+    """``todo`` (longest first) dealt into ``lanes`` lists of about equal total cost: each job
+    to the lightest list so far."""
+    bins: list[list[Job]] = [[] for _ in range(min(lanes, len(todo)))]
+    load = [0.0] * len(bins)
+    for job in todo:
+        i = load.index(min(load))
+        bins[i].append(job)
+        load[i] += job.cost()
+    return bins
+
+
 def train_side_by_side(
     jobs: Sequence[Job], *, lanes: int, progress: bool = True, poll_s: float = 2.0
 ) -> list[Job]:
-    """Train the unfinished ``jobs``: with ``lanes`` >= 2 and two or more unfinished, each in
-    a side process on ``cores // lanes`` threads, ``lanes`` at a time, longest first; else
-    one after the other in this process. Returns the jobs that were trained.
+    """Train the unfinished ``jobs``: with ``lanes`` >= 2 and two or more unfinished, in
+    ``lanes`` side processes on ``cores // lanes`` threads each, every process training its
+    share of the jobs one after the other (shares of about equal cost, longest jobs first; one
+    process per share, not per job, so that many short jobs pay the start-up once); else one
+    after the other in this process. Returns the jobs that were trained.
 
     Raises:
         RuntimeError: a side process failed; its log's tail is in the message. The other side
@@ -182,8 +224,7 @@ def train_side_by_side(
         _PARENT_ENV: str(os.getpid()),
     }
     tmp = Path(tempfile.mkdtemp(prefix="raddino-lanes-"))
-    queue = list(todo)
-    running: list[tuple[Job, subprocess.Popen, Path]] = []
+    running: list[tuple[list[Job], subprocess.Popen, Path]] = []
     start = {id(j): _steps_logged(j) for j in todo}
     bar = tqdm(
         total=sum(j.steps - start[id(j)] for j in todo),
@@ -193,28 +234,28 @@ def train_side_by_side(
     )
     seen = 0
     try:
-        while queue or running:
-            while queue and len(running) < lanes:
-                job = queue.pop(0)
-                k = len(todo) - len(queue)
-                spec, log = tmp / f"job{k}.json", tmp / f"job{k}.log"
-                spec.write_text(job.to_json(threads))
-                with open(log, "wb") as fh:
-                    proc = subprocess.Popen(
-                        [sys.executable, "-m", "raddino_lib.lanes", str(spec)],
-                        stdout=fh,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                    )
-                running.append((job, proc, log))
+        for k, share in enumerate(_bins(todo, lanes)):
+            spec, log = tmp / f"lane{k}.json", tmp / f"lane{k}.log"
+            spec.write_text(json.dumps({"threads": threads, "jobs": [j.to_dict() for j in share]}))
+            with open(log, "wb") as fh:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "raddino_lib.lanes", str(spec)],
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            running.append((share, proc, log))
+        while running:
             time.sleep(poll_s)
             for entry in list(running):
-                job, proc, log = entry
+                share, proc, log = entry
                 rc = proc.poll()
                 if rc is None:
                     continue
                 running.remove(entry)
-                if rc != 0 or not job.done:
+                failed = [j for j in share if not j.done]
+                if rc != 0 or failed:
+                    job = failed[0] if failed else share[-1]
                     raise RuntimeError(
                         f"training {job.run_dir} ({job.kind}) in a side process failed "
                         f"(exit {rc}); its log {log} ends with:\n{_tail(log)}\n"
@@ -246,7 +287,7 @@ def raddino_root() -> str:
 
 def _main(argv: Sequence[str]) -> int:  # pragma: no cover - exercised through subprocesses
     if len(argv) != 1:
-        print("usage: python -m raddino_lib.lanes JOB.json", file=sys.stderr)
+        print("usage: python -m raddino_lib.lanes LANE.json", file=sys.stderr)
         return 2
     if _PARENT_ENV in os.environ:
         _die_with_parent(int(os.environ[_PARENT_ENV]))
@@ -254,13 +295,8 @@ def _main(argv: Sequence[str]) -> int:  # pragma: no cover - exercised through s
 
     spec = json.loads(Path(argv[0]).read_text())
     torch.set_num_threads(int(spec["threads"]))
-    job = Job(
-        spec["kind"],
-        config_from_dict(spec["config"]),
-        Path(spec["run_dir"]),
-        None if spec["data_dir"] is None else Path(spec["data_dir"]),
-    )
-    run_job(job, progress=False)
+    for d in spec["jobs"]:
+        run_job(job_from_dict(d), progress=False)
     return 0
 
 

@@ -43,6 +43,19 @@ def test_config_round_trips_through_its_dict():
         config_from_dict({**sweep.to_dict(), "nope": 1})
 
 
+def test_jobs_round_trip_and_are_dealt_into_lanes_of_equal_cost(tmp_path: Path):
+    from raddino_lib.lanes import _bins, job_from_dict
+
+    cfg = _cfg()
+    job = Job("report", cfg, tmp_path / "g", None, 7)
+    assert job_from_dict(job.to_dict()) == job and job.steps == 7
+    assert job_from_dict(Job("clip", cfg, tmp_path / "c", tmp_path).to_dict()).steps == 3
+    jobs = [Job("report", cfg, tmp_path / str(n), None, n) for n in (9, 5, 4, 3, 3, 2)]
+    bins = _bins(jobs, 2)  # longest first, each to the lighter lane: 9+3+2 and 5+4+3
+    assert [[j.steps for j in b] for b in bins] == [[9, 3, 2], [5, 4, 3]]
+    assert len(_bins(jobs[:1], 3)) == 1
+
+
 def test_lanes_for(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert lanes_for(_cfg(concurrent_runs=2, device="cpu")) == 2

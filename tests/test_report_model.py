@@ -373,3 +373,67 @@ def test_generator_folder_ends_with_its_fingerprint(tmp_path, monkeypatch) -> No
     assert generator_fingerprint(dict(reversed(list(key.items())))) == generator_fingerprint(key)
     assert generator_fingerprint({**key, "steps": 11}) != generator_fingerprint(key)
     assert len(generator_fingerprint(key)) == 12
+
+
+def test_fit_from_written_inputs_equals_fitting_here(tok, tmp_path) -> None:
+    """write_fit_inputs + fit_from_inputs (what a side process runs) train the same weights as
+    fit_generator on the model itself, save the generator where cached_generator finds it and
+    remove the inputs; without inputs the error says what is missing."""
+    from raddino_lib.report.train import (
+        fit_from_inputs,
+        fit_inputs_dir,
+        generator_done,
+        write_fit_inputs,
+    )
+
+    feats = torch.randn(4, 3, 16, generator=torch.Generator().manual_seed(3)).half()
+    seqs = encode_reports(tok, REPORTS, "plain", 64)
+    kw = {"pad_id": 0, "steps": 5, "batch_size": 3, "lr": 1e-3, "seed": 4, "device": "cpu",
+          "precision": "fp32", "desc": "t"}  # fmt: skip
+    torch.manual_seed(0)
+    lm = build_small_lm("gpt2", len(tok), width=32, depth=1, heads=2, max_positions=96,
+                        dropout=0.1, attn_implementation="eager")  # fmt: skip
+    here = ReportGenerator(Projector(16, 32), lm)  # dropout on: reseeded per step, both sides
+    folder, key = tmp_path / "gen", {"encoder": "x", "steps": 5}
+    write_fit_inputs(folder, key, here, feats, seqs, kw, attn_implementation="eager")
+    assert not generator_done(folder, key)
+    res_here = fit_generator(here, feats, seqs, **kw)
+    res_side = fit_from_inputs(folder)
+    assert res_side.losses == res_here.losses and len(res_side.losses) == 5
+    assert generator_done(folder, key) and not generator_done(folder, {"encoder": "y"})
+    assert not fit_inputs_dir(folder).exists()
+    calls = []
+    model, info = cached_generator(folder, key, lambda: _tiny(tok), lambda m, r: calls.append(m))
+    assert info["cached"] and info["trained_in"] == "side process" and calls == []
+    for (n, a), (_, b) in zip(here.state_dict().items(), model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), n
+    with pytest.raises(FileNotFoundError, match="write_fit_inputs"):
+        fit_from_inputs(folder)
+    with pytest.raises(ValueError, match="resume_key"):
+        write_fit_inputs(folder, key, here, feats, seqs, {**kw, "resume_key": key})
+
+
+def test_generators_side_by_side_write_the_same_reports(tmp_path, monkeypatch) -> None:
+    """With two lanes the generators train in side processes (after the text prior, here) and
+    come out as the generators trained one after the other in this process: the same losses and
+    the same generated reports; a rerun loads them all."""
+    import raddino_lib.lanes as lanes
+    import raddino_lib.report.experiment as rx
+    from raddino_lib.models.registry import load_encoder
+
+    cfg = replace(make_config("smoke"), rg_prior_steps=3, rg_steps=3, rg_max_test=4,
+                  rg_bootstrap=10, progress=False)  # fmt: skip
+    encs = {n: load_encoder("blank:32:8:32", name=n) for n in ("a", "b", "c")}
+    monkeypatch.setenv("RADDINO_CACHE", str(tmp_path / "one"))
+    one = rx.run_report_generation(cfg, encs)
+    monkeypatch.setenv("RADDINO_CACHE", str(tmp_path / "side"))
+    monkeypatch.setattr(lanes, "lanes_for", lambda c: 2)
+    side = rx.run_report_generation(cfg, encs)
+    assert all(t["side_process"] and not t["cached"] for t in side.info["training"].values())
+    assert not any(t["side_process"] for t in one.info["training"].values())
+    assert side.generated == one.generated
+    for n in encs:
+        assert side.info["training"][n]["losses"] == one.info["training"][n]["losses"], n
+    again = rx.run_report_generation(cfg, encs)
+    assert all(t["cached"] and not t["side_process"] for t in again.info["training"].values())
+    assert again.generated == one.generated

@@ -67,8 +67,10 @@ from raddino_lib.report.train import (
     cached_generator,
     fit_generator,
     generator_dir,
+    generator_done,
     generator_fingerprint,
     train_fields,
+    write_fit_inputs,
 )
 from raddino_lib.text.labeller import CHEXBERT_14
 
@@ -217,6 +219,52 @@ def _device(cfg: Config) -> tuple[torch.device, str]:
     return dev, resolve_precision(cfg.precision, dev)
 
 
+def _train_side_by_side(
+    cfg: Config,
+    encoders: Mapping[str, Any],
+    plan: Any,
+    seqs: list,
+    n_train: int,
+    fit_kwargs: Any,
+    dev: torch.device,
+) -> set[str]:
+    """Train the generators that are not cached yet side by side, one process each
+    (:mod:`raddino_lib.lanes`), when :func:`~raddino_lib.lanes.lanes_for` allows two or more
+    at a time and two or more are missing; returns their names (empty: none trained here, the
+    caller trains them one by one). Each generator's untrained model (the text prior's copy
+    with a fresh projector), training tokens and fit arguments are written next to its cache
+    folder first (:func:`~raddino_lib.report.train.write_fit_inputs`), so a side process
+    trains exactly the model the notebook would have.
+
+    On this book's 2-core CPU a report-generator step (batch 16, a 4-layer decoder of width
+    128) keeps two threads far from busy, so two generators on one thread each finish sooner
+    than one after the other on two.
+    """
+    from raddino_lib.lanes import Job, lanes_for, train_side_by_side
+
+    lanes = lanes_for(cfg)
+    if lanes < 2:
+        return set()
+    todo = [name for name, enc in encoders.items() if not _cached(plan(name, enc))]
+    if len(todo) < 2:
+        return set()
+    attn = small_lm_attention(dev) if cfg.rg_lm in SMALL_LMS else None
+    jobs = []
+    for name in todo:
+        p = plan(name, encoders[name])
+        kw = fit_kwargs(p["key"]["steps"], name)
+        write_fit_inputs(p["folder"], p["key"], p["build"](), p["feats"][:n_train], seqs, kw,
+                         attn_implementation=attn)  # fmt: skip
+        jobs.append(Job("report", cfg, p["folder"], n_steps=kw["steps"]))
+        del p
+    train_side_by_side(jobs, lanes=lanes, progress=cfg.progress)
+    return set(todo)
+
+
+def _cached(p: dict[str, Any]) -> bool:
+    return generator_done(p["folder"], p["key"])
+
+
 def run_report_generation(
     cfg: Config,
     encoders: Mapping[str, Any],
@@ -272,15 +320,20 @@ def run_report_generation(
             )  # fmt: skip
         return load_lm(cfg.rg_lm, dtype=lm_dtype)
 
+    def _fit_kwargs(n_steps: int, name: str) -> dict[str, Any]:
+        """:func:`fit_generator`'s arguments besides model, data and resuming (JSON values)."""
+        return dict(
+            pad_id=int(pad_id), steps=int(n_steps), batch_size=cfg.rg_batch_size, lr=cfg.rg_lr,
+            warmup_ratio=cfg.rg_warmup, weight_decay=cfg.rg_weight_decay,
+            micro_batch=cfg.rg_micro_batch, seed=cfg.seed, device=str(dev), precision=prec,
+            grad_ckpt=cfg.rg_grad_ckpt, checkpoint_every=cfg.rg_checkpoint_every, desc=name,
+        )  # fmt: skip
+
     def _fitter(f_train: torch.Tensor, n_steps: int, key: dict, name: str):
         def fit(model: ReportGenerator, resume: Path):
             return fit_generator(
-                model, f_train, seqs, pad_id=pad_id, steps=n_steps,
-                batch_size=cfg.rg_batch_size, lr=cfg.rg_lr, warmup_ratio=cfg.rg_warmup,
-                weight_decay=cfg.rg_weight_decay, micro_batch=cfg.rg_micro_batch,
-                seed=cfg.seed, device=dev, precision=prec, grad_ckpt=cfg.rg_grad_ckpt,
-                resume_path=resume, resume_key=key, checkpoint_every=cfg.rg_checkpoint_every,
-                progress=cfg.progress, desc=name,
+                model, f_train, seqs, resume_path=resume, resume_key=key,
+                progress=cfg.progress, **_fit_kwargs(n_steps, name),
             )  # fmt: skip
 
         return fit
@@ -335,13 +388,10 @@ def run_report_generation(
             prior_time[0] += time.perf_counter() - t
         return slot["model"].lm
 
-    table, generated, scores, training = [], {}, {}, {}
-    for name, enc in tqdm(encoders.items(), desc="report generation", disable=not cfg.progress):
-        t0, p0 = time.perf_counter(), prior_time[0]
-        desc = enc.describe()
+    def _plan(name: str, enc: Any) -> dict[str, Any]:
+        """One encoder's generator: its pooled patch tokens, key, cache folder and builder."""
         feats = patch_tokens(enc, root, rows, cfg)  # [N_train + N_test, T, D] float16
         feats = pool_tokens(feats, cfg.rg_token_pool)  # [N, T / pool^2, D]
-        f_train, f_test = feats[: len(train)], feats[len(train) :]
         n_tok, d_vis = int(feats.shape[1]), int(feats.shape[2])
         prefix = len(prompt) - 1 + n_tok
         max_pos = prefix + cfg.rg_max_report_tokens + 1
@@ -354,9 +404,7 @@ def run_report_generation(
         if prior is not None:
             key["prior"] = prior["fingerprint"]
 
-        def build(
-            d_vis: int = d_vis, max_pos: int = max_pos, prior: dict | None = prior
-        ) -> ReportGenerator:
+        def build() -> ReportGenerator:
             if prior is not None:  # a copy of the text prior's LM (trained on first use)
                 lm = copy.deepcopy(_prior_lm(prior))
                 torch.manual_seed(cfg.seed)  # the projector's init, as without a prior
@@ -366,9 +414,26 @@ def run_report_generation(
             d_lm = int(lm.get_input_embeddings().embedding_dim)
             return ReportGenerator(Projector(d_vis, d_lm), lm)
 
-        folder = generator_dir(cfg.preset, name, key)
+        return {
+            "feats": feats, "n_tok": n_tok, "d_vis": d_vis, "prefix": prefix,
+            "max_pos": max_pos, "key": key, "prior": prior, "build": build,
+            "folder": generator_dir(cfg.preset, name, key),
+        }  # fmt: skip
+
+    side = _train_side_by_side(cfg, encoders, _plan, seqs, len(train), _fit_kwargs, dev)
+
+    table, generated, scores, training = [], {}, {}, {}
+    for name, enc in tqdm(encoders.items(), desc="report generation", disable=not cfg.progress):
+        t0, p0 = time.perf_counter(), prior_time[0]
+        desc = enc.describe()
+        plan = _plan(name, enc)
+        feats, n_tok, d_vis, prefix = plan["feats"], plan["n_tok"], plan["d_vis"], plan["prefix"]
+        max_pos, key, prior, folder = plan["max_pos"], plan["key"], plan["prior"], plan["folder"]
+        f_train, f_test = feats[: len(train)], feats[len(train) :]
         fit = _fitter(f_train, steps, key, name)
-        model, info = cached_generator(folder, key, build, fit, dtype=lm_dtype)
+        model, info = cached_generator(folder, key, plan["build"], fit, dtype=lm_dtype)
+        if name in side:  # trained just now, in a side process
+            info = {**info, "cached": False}
         max_new = cfg.rg_max_new_tokens
         if cfg.rg_lm == "gpt2":  # learned positions: never decode past the table
             max_new = min(max_new, max_pos - prefix)
@@ -394,7 +459,7 @@ def run_report_generation(
         fit_info = info.get("fit", {})
         training[name] = {
             "cached": info.get("cached", False), "steps": fit_info.get("steps"),
-            "from_prior": prior is not None,
+            "from_prior": prior is not None, "side_process": name in side,
             "train_seconds": fit_info.get("seconds"), "tokens_per_s": fit_info.get("tokens_per_s"),
             "losses": fit_info.get("losses", []), "folder": str(folder),
             "lm_params_m": round(sum(p.numel() for p in model.lm.parameters()) / 1e6, 3),

@@ -173,9 +173,12 @@ def small_lm_attention(device: torch.device | str) -> str:
     return "eager" if torch.device(device).type == "cpu" else "sdpa"
 
 
-def load_lm(folder: str | Path, *, dtype: torch.dtype | None = None) -> nn.Module:
+def load_lm(
+    folder: str | Path, *, dtype: torch.dtype | None = None, attn_implementation: str | None = None
+) -> nn.Module:
     """A causal LM from a local transformers folder (``config.json`` + weights); never
-    downloads. ``dtype`` None keeps float32."""
+    downloads. ``dtype`` None keeps float32; ``attn_implementation`` None: transformers'
+    default."""
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
@@ -189,6 +192,8 @@ def load_lm(folder: str | Path, *, dtype: torch.dtype | None = None) -> nn.Modul
     kw: dict[str, Any] = {"local_files_only": True}
     if dtype is not None:
         kw["dtype"] = dtype
+    if attn_implementation is not None:
+        kw["attn_implementation"] = attn_implementation
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # no "Loading weights" bar per cached generator
     try:

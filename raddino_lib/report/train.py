@@ -13,6 +13,12 @@ weights as an uninterrupted one.
 field that changes training (:func:`train_fields`), the seed, the precision, the encoder's
 weights, the training rows and the tokenizer. The folder is written under a temporary name and
 renamed into place, so a reader never sees a half-written checkpoint.
+
+:func:`write_fit_inputs` and :func:`fit_from_inputs` split a :func:`cached_generator` training
+in two, so that another process can do the training (:mod:`raddino_lib.lanes`, kind
+``"report"``): the first writes the untrained model, its features and token sequences and the
+fit's arguments next to the generator's folder; the second trains from them and saves the
+generator where :func:`cached_generator` then finds it.
 """
 
 from __future__ import annotations
@@ -20,10 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -34,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from raddino_lib.atomic import atomic_save, atomic_write_text
+from raddino_lib.atomic import atomic_dir, atomic_save, atomic_write_text
 from raddino_lib.config import Config
 from raddino_lib.paths import cache_dir
 from raddino_lib.report.data import TokenSeq, collate
@@ -45,13 +49,17 @@ __all__ = [
     "FitResult",
     "batch_indices",
     "cached_generator",
+    "fit_from_inputs",
     "fit_generator",
+    "fit_inputs_dir",
     "generator_dir",
+    "generator_done",
     "generator_fingerprint",
     "load_generator",
     "lr_at",
     "save_generator",
     "train_fields",
+    "write_fit_inputs",
 ]
 
 # Bump when a change here changes what training computes (invalidates cached generators).
@@ -240,22 +248,13 @@ def save_generator(model: ReportGenerator, folder: Path, info: dict[str, Any]) -
     ``run.json`` (``info``) to ``folder`` atomically: a temporary sibling renamed into place."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_dir(folder) as tmp:
         model.lm.save_pretrained(str(tmp / "lm"))
         proj = {k: v.detach().cpu().contiguous() for k, v in model.projector.state_dict().items()}
         save_file(proj, str(tmp / "projector.safetensors"))
         meta = {"d_vision": model.projector.d_vision, "d_lm": model.projector.d_lm, **info}
         atomic_write_text(tmp / "run.json", json.dumps(meta, indent=1, default=str))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return Path(folder)
 
 
 def load_generator(
@@ -305,3 +304,95 @@ def cached_generator(
     save_generator(model, folder, info)
     resume.unlink(missing_ok=True)
     return model, {**info, "cached": False}
+
+
+def generator_done(folder: Path, key: dict[str, Any]) -> bool:
+    """Whether ``folder`` holds a saved generator of ``key`` (its ``run.json`` says so; the
+    weights are not loaded)."""
+    run = Path(folder) / "run.json"
+    try:
+        meta = json.loads(run.read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("key") == json.loads(json.dumps(key, default=str))
+
+
+def fit_inputs_dir(folder: Path) -> Path:
+    """Where :func:`write_fit_inputs` puts a generator's training inputs: ``<folder>.inputs``."""
+    return Path(folder).with_name(Path(folder).name + ".inputs")
+
+
+def write_fit_inputs(
+    folder: Path,
+    key: dict[str, Any],
+    model: ReportGenerator,
+    features: torch.Tensor,
+    seqs: Sequence[TokenSeq],
+    fit_kwargs: dict[str, Any],
+    *,
+    attn_implementation: str | None = None,
+) -> Path:
+    """Write what :func:`fit_from_inputs` needs to train ``model`` as
+    ``fit_generator(model, features, seqs, **fit_kwargs)`` would here, and save it in
+    ``folder`` under ``key``: the untrained model (``init/``), ``features [N, T, D]``
+    (safetensors, dtype kept), the token sequences and the arguments (``fit.json``).
+
+    Written under a temporary name and renamed into place (an earlier set is replaced).
+    ``fit_kwargs`` must be JSON values (``device`` as a string); ``resume_path``,
+    ``resume_key`` and ``progress`` are set by :func:`fit_from_inputs`.
+    """
+    from safetensors.torch import save_file
+
+    bad = {"resume_path", "resume_key", "progress"} & set(fit_kwargs)
+    if bad:
+        raise ValueError(f"fit_kwargs must not hold {sorted(bad)} (fit_from_inputs sets them)")
+    if len(features) != len(seqs):
+        raise ValueError(f"{len(features)} feature rows but {len(seqs)} token sequences")
+    inputs = fit_inputs_dir(folder)
+    with atomic_dir(inputs) as tmp:
+        save_generator(model, tmp / "init", {"key": key, "stage": "untrained"})
+        save_file({"features": features.detach().cpu().contiguous()},
+                  str(tmp / "features.safetensors"))  # fmt: skip
+        spec = {"key": key, "fit": fit_kwargs, "attn_implementation": attn_implementation,
+                "seqs": [[list(map(int, i)), list(map(int, lab))] for i, lab in seqs]}  # fmt: skip
+        atomic_write_text(tmp / "fit.json", json.dumps(spec, default=str))
+    return inputs
+
+
+def fit_from_inputs(folder: Path, *, progress: bool = False) -> FitResult:
+    """Train the generator whose inputs :func:`write_fit_inputs` wrote for ``folder``, save it
+    there (``run.json``: its key, the fit, ``trained_in: "side process"``) and remove the
+    inputs. Resumes from ``<folder>.resume.pt`` when the fit checkpoints.
+
+    Raises:
+        FileNotFoundError: no inputs next to ``folder``.
+    """
+    from safetensors.torch import load_file
+
+    from raddino_lib.report.model import load_lm
+
+    folder = Path(folder)
+    inputs = fit_inputs_dir(folder)
+    if not (inputs / "fit.json").is_file():
+        raise FileNotFoundError(
+            f"{inputs / 'fit.json'} is missing: write_fit_inputs writes a generator's training "
+            "inputs before a side process can train it"
+        )
+    spec = json.loads((inputs / "fit.json").read_text())
+    meta = json.loads((inputs / "init" / "run.json").read_text())
+    proj = Projector(int(meta["d_vision"]), int(meta["d_lm"]))
+    proj.load_state_dict(load_file(str(inputs / "init" / "projector.safetensors")))
+    lm = load_lm(inputs / "init" / "lm", attn_implementation=spec["attn_implementation"])
+    model = ReportGenerator(proj, lm)
+    features = load_file(str(inputs / "features.safetensors"))["features"]
+    seqs = [(list(i), list(lab)) for i, lab in spec["seqs"]]
+    resume = folder.with_name(folder.name + ".resume.pt")
+    fit = fit_generator(
+        model, features, seqs, resume_path=resume, resume_key=spec["key"], progress=progress,
+        **spec["fit"],
+    )  # fmt: skip
+    save_generator(model, folder, {"key": spec["key"], "fit": fit.to_dict(),
+                                   "trained_in": "side process"})  # fmt: skip
+    resume.unlink(missing_ok=True)
+    shutil.rmtree(inputs, ignore_errors=True)
+    return fit
