@@ -41,9 +41,16 @@ from typing import Any
 
 from raddino_lib.config import PRESETS, Config
 
-__all__ = ["Job", "config_from_dict", "job_from_dict", "lanes_for", "train_side_by_side"]
+__all__ = [
+    "Job",
+    "SideRuns",
+    "config_from_dict",
+    "job_from_dict",
+    "lanes_for",
+    "train_side_by_side",
+]
 
-_KINDS = ("pretrain", "clip", "report")
+_KINDS = ("pretrain", "clip", "report", "seg_unet")
 _PARENT_ENV = "RADDINO_LANES_PARENT"
 
 
@@ -54,7 +61,8 @@ class Job:
     Attributes:
         kind: ``"pretrain"`` (:func:`raddino_lib.ssl.train.pretrain`), ``"clip"``
             (:func:`raddino_lib.textsup.train.train_clip`) or ``"report"``
-            (:func:`raddino_lib.report.train.fit_from_inputs`, inputs written beforehand).
+            (:func:`raddino_lib.report.train.fit_from_inputs`, inputs written beforehand) or
+            ``"seg_unet"`` (:func:`raddino_lib.seg.side.train_unets_from_inputs`).
         cfg: the run's configuration.
         run_dir: its cache folder (``done.json`` there marks it finished; ``run.json`` for a
             report generator).
@@ -74,7 +82,7 @@ class Job:
 
     @property
     def done(self) -> bool:
-        marker = "run.json" if self.kind == "report" else "done.json"
+        marker = "run.json" if self.kind == "report" else "done.json"  # seg_unet: its inputs
         return (Path(self.run_dir) / marker).is_file()
 
     @property
@@ -111,6 +119,21 @@ def job_from_dict(d: dict[str, Any]) -> Job:
     )
 
 
+def read_inputs_spec(path: Path, writer: str) -> dict[str, Any]:
+    """The JSON spec of a side job's inputs at ``path``.
+
+    Raises:
+        FileNotFoundError: ``path`` is missing (``writer`` names the function that writes it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: {writer} writes these inputs before a side process can train "
+            "from them"
+        )
+    return json.loads(path.read_text())
+
+
 def config_from_dict(d: dict[str, Any]) -> Config:
     """Inverse of :meth:`Config.to_dict` (lists back to tuples)."""
     names = {f.name for f in fields(Config)}
@@ -139,6 +162,10 @@ def run_job(job: Job, progress: bool | None = None) -> None:
         from raddino_lib.textsup.train import train_clip
 
         train_clip(job.cfg, job.run_dir, data_dir=job.data_dir, progress=progress)
+    elif job.kind == "seg_unet":
+        from raddino_lib.seg.side import train_unets_from_inputs
+
+        train_unets_from_inputs(job.run_dir, job.cfg)
     elif job.kind == "report":
         from raddino_lib.report.train import fit_from_inputs
 
@@ -150,7 +177,7 @@ def run_job(job: Job, progress: bool | None = None) -> None:
 
 
 def _steps_logged(job: Job) -> int:
-    if job.kind == "report":  # a generator logs no steps: counted when it is saved
+    if job.kind in ("report", "seg_unet"):  # no step log: counted when finished
         return job.steps if job.done else 0
     path = Path(job.run_dir) / "metrics.jsonl"
     try:
@@ -193,90 +220,138 @@ def _bins(todo: Sequence[Job], lanes: int) -> list[list[Job]]:
     return bins
 
 
+class SideRuns:
+    """Jobs training in side processes while this process goes on.
+
+    ``SideRuns(jobs, processes=2, threads=1)`` deals the unfinished ``jobs`` into
+    ``processes`` shares of about equal cost and starts one process per share on ``threads``
+    threads, each training its share one job after the other; :meth:`poll` says whether all
+    have finished, :meth:`wait` waits for them, :meth:`stop` stops them (each run keeps its last
+    checkpoint). A side process that fails raises a ``RuntimeError`` that names the job and
+    ends with its log's tail; the others are stopped.
+    """
+
+    def __init__(self, jobs: Sequence[Job], *, processes: int, threads: int) -> None:
+        self.todo = sorted((j for j in jobs if not j.done), key=lambda j: -j.cost())
+        self._start = {id(j): _steps_logged(j) for j in self.todo}
+        self._tmp = Path(tempfile.mkdtemp(prefix="raddino-lanes-"))
+        self._running: list[tuple[list[Job], subprocess.Popen, Path]] = []
+        root = Path(raddino_root())
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(root), os.environ.get("PYTHONPATH")) if p
+            ),
+            _PARENT_ENV: str(os.getpid()),
+        }
+        try:
+            for k, share in enumerate(_bins(self.todo, processes) if self.todo else []):
+                spec, log = self._tmp / f"lane{k}.json", self._tmp / f"lane{k}.log"
+                spec.write_text(
+                    json.dumps({"threads": threads, "jobs": [j.to_dict() for j in share]})
+                )
+                with open(log, "wb") as fh:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "raddino_lib.lanes", str(spec)],
+                        stdout=fh,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                    )
+                self._running.append((share, proc, log))
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def total_steps(self) -> int:
+        return sum(j.steps - self._start[id(j)] for j in self.todo)
+
+    def steps_done(self) -> int:
+        return sum(min(j.steps, _steps_logged(j)) - self._start[id(j)] for j in self.todo)
+
+    def poll(self) -> bool:
+        """True once every side process has finished (raises if one failed)."""
+        for entry in list(self._running):
+            share, proc, log = entry
+            rc = proc.poll()
+            if rc is None:
+                continue
+            self._running.remove(entry)
+            failed = [j for j in share if not j.done]
+            if rc != 0 or failed:
+                self.stop()
+                job = failed[0] if failed else share[-1]
+                raise RuntimeError(
+                    f"training {job.run_dir} ({job.kind}) in a side process failed "
+                    f"(exit {rc}); its log {log} ends with:\n{_tail(log)}\n"
+                    "Rerun to resume from its last checkpoint, or set concurrent_runs=1 "
+                    "to train in the notebook's process."
+                )
+        if not self._running:
+            self._cleanup()
+            return True
+        return False
+
+    def wait(self, *, progress: bool = False, desc: str = "", poll_s: float = 2.0) -> None:
+        """Wait for every side process (a progress bar of steps with ``progress``)."""
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=self.total_steps, desc=desc, unit="step", disable=not progress)
+        seen = 0
+        try:
+            while not self.poll():
+                time.sleep(poll_s)
+                now = self.steps_done()
+                bar.update(max(0, now - seen))
+                seen = max(seen, now)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            bar.close()
+
+    def stop(self) -> None:
+        """Stop the side processes still running."""
+        for _, proc, _ in self._running:
+            proc.terminate()
+        for _, proc, _ in self._running:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self._running = []
+
+    def _cleanup(self) -> None:
+        if self._tmp.is_dir():
+            for p in self._tmp.iterdir():
+                p.unlink()
+            self._tmp.rmdir()
+
+
 def train_side_by_side(
     jobs: Sequence[Job], *, lanes: int, progress: bool = True, poll_s: float = 2.0
 ) -> list[Job]:
     """Train the unfinished ``jobs``: with ``lanes`` >= 2 and two or more unfinished, in
-    ``lanes`` side processes on ``cores // lanes`` threads each, every process training its
-    share of the jobs one after the other (shares of about equal cost, longest jobs first; one
-    process per share, not per job, so that many short jobs pay the start-up once); else one
-    after the other in this process. Returns the jobs that were trained.
+    ``lanes`` side processes on ``cores // lanes`` threads each (:class:`SideRuns`: shares of
+    about equal cost, longest jobs first, one process per share, not per job, so that many
+    short jobs pay the start-up once); else one after the other in this process. Returns the
+    jobs that were trained.
 
     Raises:
         RuntimeError: a side process failed; its log's tail is in the message. The other side
             processes are stopped; every run keeps its last checkpoint and resumes on a rerun.
     """
     import torch
-    from tqdm.auto import tqdm
 
     todo = sorted((j for j in jobs if not j.done), key=lambda j: -j.cost())
     if lanes < 2 or len(todo) < 2:
         for job in todo:
             run_job(job)
         return todo
-    threads = max(1, torch.get_num_threads() // lanes)
-    root = Path(raddino_root())
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
-        "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p),
-        _PARENT_ENV: str(os.getpid()),
-    }
-    tmp = Path(tempfile.mkdtemp(prefix="raddino-lanes-"))
-    running: list[tuple[list[Job], subprocess.Popen, Path]] = []
-    start = {id(j): _steps_logged(j) for j in todo}
-    bar = tqdm(
-        total=sum(j.steps - start[id(j)] for j in todo),
-        desc=f"{len(todo)} runs, {lanes} side by side",
-        unit="step",
-        disable=not progress,
-    )
-    seen = 0
-    try:
-        for k, share in enumerate(_bins(todo, lanes)):
-            spec, log = tmp / f"lane{k}.json", tmp / f"lane{k}.log"
-            spec.write_text(json.dumps({"threads": threads, "jobs": [j.to_dict() for j in share]}))
-            with open(log, "wb") as fh:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "raddino_lib.lanes", str(spec)],
-                    stdout=fh,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                )
-            running.append((share, proc, log))
-        while running:
-            time.sleep(poll_s)
-            for entry in list(running):
-                share, proc, log = entry
-                rc = proc.poll()
-                if rc is None:
-                    continue
-                running.remove(entry)
-                failed = [j for j in share if not j.done]
-                if rc != 0 or failed:
-                    job = failed[0] if failed else share[-1]
-                    raise RuntimeError(
-                        f"training {job.run_dir} ({job.kind}) in a side process failed "
-                        f"(exit {rc}); its log {log} ends with:\n{_tail(log)}\n"
-                        "Rerun to resume from its last checkpoint, or set concurrent_runs=1 "
-                        "to train in the notebook's process."
-                    )
-            now = sum(min(j.steps, _steps_logged(j)) - start[id(j)] for j in todo)
-            bar.update(max(0, now - seen))
-            seen = max(seen, now)
-    finally:
-        for _, proc, _ in running:
-            proc.terminate()
-        for _, proc, _ in running:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        bar.close()
-    for p in tmp.iterdir():
-        p.unlink()
-    tmp.rmdir()
+    runs = SideRuns(todo, processes=lanes, threads=max(1, torch.get_num_threads() // lanes))
+    runs.wait(progress=progress, desc=f"{len(todo)} runs, {lanes} side by side", poll_s=poll_s)
     return todo
 
 

@@ -480,3 +480,53 @@ def test_trained_models_come_back_from_the_cache(tmp_path, monkeypatch) -> None:
     assert any(issubclass(x.category, SegCacheRebuildWarning) for x in w)
     assert "cached" not in third.table
     np.testing.assert_allclose(third.table["mean"], first.table.query("encoder == 'r'")["mean"])
+
+
+def test_unet_beside_the_heads_gives_the_same_scores(tmp_path, monkeypatch) -> None:
+    """With two lanes the U-Net trains in a side process while the heads train here: its rows
+    are those of the U-Net trained here (same Dice per image, same best step), marked as
+    trained now in a side process; its inputs are removed and this process gets its threads
+    back; a rerun loads it from the cache."""
+    import raddino_lib.lanes as lanes
+    import raddino_lib.seg.experiment as ex
+    from raddino_lib.config import make_config
+    from raddino_lib.data.phantom import generate_dataset
+    from raddino_lib.data.records import load_records
+    from raddino_lib.models.registry import load_encoder
+    from raddino_lib.seg.data import make_views
+    from raddino_lib.seg.side import read_unet_views, train_unets_from_inputs, write_unet_inputs
+
+    root = tmp_path / "ph"
+    generate_dataset(root, 16, size=64, seed=5, workers=1, progress=False)
+    rec = seg_records(load_records(root)).head(10).copy()
+    rec["seg_split"] = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
+    views = make_views(root, rec, tasks=("lungs", "ribs"), size=32, n_views=1, progress=False)
+    back = read_unet_views(write_unet_inputs(tmp_path / "in", views, [], None))
+    for f in ("images", "masks", "split", "source", "view"):
+        np.testing.assert_array_equal(getattr(back, f), getattr(views, f))
+    assert back.channels == views.channels
+    cfg = make_config("smoke", progress=False, image_size=32, embed_dim=16, depth=2,
+                      seg_tasks=("lungs", "ribs"), seg_shots=(2,), seg_unet_steps=3)  # fmt: skip
+    enc = {"r": load_encoder("random", cfg=cfg, seed=0)}
+    rows, ex_rows = [("r", "linear")], views.rows("test")
+    monkeypatch.setenv("RADDINO_CACHE", str(tmp_path / "here"))
+    here = ex.run_segmentation(cfg, views, enc, rows, example_rows=ex_rows)
+    monkeypatch.setenv("RADDINO_CACHE", str(tmp_path / "side"))
+    monkeypatch.setattr(lanes, "lanes_for", lambda c: 2)
+    threads = torch.get_num_threads()
+    side = ex.run_segmentation(cfg, views, enc, rows, example_rows=ex_rows)
+    assert torch.get_num_threads() == threads
+    assert not list((tmp_path / "side" / "seg").glob("*.inputs"))
+    u_here = here.table.query("encoder == @ex.UNET").reset_index(drop=True)
+    u_side = side.table.query("encoder == @ex.UNET").reset_index(drop=True)
+    assert len(u_side) == 2 and u_side["side_process"].all() and "cached" not in side.table
+    pd.testing.assert_frame_equal(u_here[["task", "mean", "std", "best_step"]],
+                                  u_side[["task", "mean", "std", "best_step"]])  # fmt: skip
+    for k, v in here.per_image.items():
+        np.testing.assert_array_equal(side.per_image[k], v)
+    np.testing.assert_array_equal(side.examples[(ex.UNET, ex.UNET_HEAD)],
+                                  here.examples[(ex.UNET, ex.UNET_HEAD)])  # fmt: skip
+    again = ex.run_segmentation(cfg, views, enc, rows, example_rows=ex_rows)
+    assert again.table["cached"].all()
+    with pytest.raises(FileNotFoundError, match="write_unet_inputs"):
+        train_unets_from_inputs(tmp_path / "nothing", cfg)

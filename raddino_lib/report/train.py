@@ -369,16 +369,12 @@ def fit_from_inputs(folder: Path, *, progress: bool = False) -> FitResult:
     """
     from safetensors.torch import load_file
 
+    from raddino_lib.lanes import read_inputs_spec
     from raddino_lib.report.model import load_lm
 
     folder = Path(folder)
     inputs = fit_inputs_dir(folder)
-    if not (inputs / "fit.json").is_file():
-        raise FileNotFoundError(
-            f"{inputs / 'fit.json'} is missing: write_fit_inputs writes a generator's training "
-            "inputs before a side process can train it"
-        )
-    spec = json.loads((inputs / "fit.json").read_text())
+    spec = read_inputs_spec(inputs / "fit.json", "write_fit_inputs")
     meta = json.loads((inputs / "init" / "run.json").read_text())
     proj = Projector(int(meta["d_vision"]), int(meta["d_lm"]))
     proj.load_state_dict(load_file(str(inputs / "init" / "projector.safetensors")))
