@@ -114,9 +114,7 @@ display(Markdown(
 #
 # Each encoder embeds every view once (the blocks its heads read); the heads then train on
 # those maps with Adam and a cosine schedule, keeping the weights of the lowest validation
-# loss (section C.3). The U-Net trains on the same views end to end (on a CPU with
-# `concurrent_runs` of 2 or more, in a side process on one core while the heads train on the
-# others: it needs no encoder). The few-shot points train
+# loss (section C.3). The U-Net trains on the same views end to end. The few-shot points train
 # lung heads on nested subsets of the training images. The rows are the paper's Table 6 rows
 # with this book's stand-ins (chapter 3's CLIP-style encoder for BioViL-T and BiomedCLIP); the
 # MIM pair gets the heads of `seg_mim_heads` (at `paper` linear and UPerNet, so that the
@@ -210,11 +208,8 @@ seconds = models.groupby("model", sort=False).agg(
     models=("seconds", "size"), seconds=("seconds", "sum"),
     best_step=("best_step", lambda s: ", ".join(str(int(v)) for v in s)), steps=("steps", "first"),
 )  # fmt: skip
-side_note = (" The U-Net trained in a side process on one core while the heads trained here on "
-             "the other (`concurrent_runs`), so its seconds are one core's."
-             if "side_process" in tab and tab["side_process"].eq(True).any() else "")
 display(Markdown("Training time per row (seconds, summed over its models) and the step of each "
-                 "model's best validation loss:" + side_note))  # fmt: skip
+                 "model's best validation loss:"))  # fmt: skip
 display(seconds.reindex(order))
 
 # %% [markdown]

@@ -16,7 +16,11 @@ which can change the last bits of float sums (as a different machine would).
 
 Chapter 7's report generators (small decoders of small steps, which keep two cores even less
 busy) train the same way once their inputs are written (kind ``"report"``,
-:func:`raddino_lib.report.train.write_fit_inputs`).
+:func:`raddino_lib.report.train.write_fit_inputs`): five generators took 113 s side by side
+against 183 s one after the other. Not everything gains: chapter 6's U-Net trained in a side
+process on one core beside the frozen heads on the other took the segmentation step from
+402 s to 405 s (its convolutions use two threads well: 1 thread was 2x slower), so it trains
+in the notebook.
 
 * :class:`Job` -- one run: what to train (``"pretrain"``, ``"clip"`` or ``"report"``), its
   config, folder and data folder;
@@ -50,7 +54,7 @@ __all__ = [
     "train_side_by_side",
 ]
 
-_KINDS = ("pretrain", "clip", "report", "seg_unet")
+_KINDS = ("pretrain", "clip", "report")
 _PARENT_ENV = "RADDINO_LANES_PARENT"
 
 
@@ -61,8 +65,7 @@ class Job:
     Attributes:
         kind: ``"pretrain"`` (:func:`raddino_lib.ssl.train.pretrain`), ``"clip"``
             (:func:`raddino_lib.textsup.train.train_clip`) or ``"report"``
-            (:func:`raddino_lib.report.train.fit_from_inputs`, inputs written beforehand) or
-            ``"seg_unet"`` (:func:`raddino_lib.seg.side.train_unets_from_inputs`).
+            (:func:`raddino_lib.report.train.fit_from_inputs`, inputs written beforehand).
         cfg: the run's configuration.
         run_dir: its cache folder (``done.json`` there marks it finished; ``run.json`` for a
             report generator).
@@ -82,7 +85,7 @@ class Job:
 
     @property
     def done(self) -> bool:
-        marker = "run.json" if self.kind == "report" else "done.json"  # seg_unet: its inputs
+        marker = "run.json" if self.kind == "report" else "done.json"
         return (Path(self.run_dir) / marker).is_file()
 
     @property
@@ -162,10 +165,6 @@ def run_job(job: Job, progress: bool | None = None) -> None:
         from raddino_lib.textsup.train import train_clip
 
         train_clip(job.cfg, job.run_dir, data_dir=job.data_dir, progress=progress)
-    elif job.kind == "seg_unet":
-        from raddino_lib.seg.side import train_unets_from_inputs
-
-        train_unets_from_inputs(job.run_dir, job.cfg)
     elif job.kind == "report":
         from raddino_lib.report.train import fit_from_inputs
 
@@ -177,7 +176,7 @@ def run_job(job: Job, progress: bool | None = None) -> None:
 
 
 def _steps_logged(job: Job) -> int:
-    if job.kind in ("report", "seg_unet"):  # no step log: counted when finished
+    if job.kind == "report":  # a generator logs no steps: counted when it is saved
         return job.steps if job.done else 0
     path = Path(job.run_dir) / "metrics.jsonl"
     try:

@@ -266,48 +266,36 @@ def run_segmentation(
     order = list(dict.fromkeys(e for e, _ in [*rows, *few_shot_rows]))
     dev, prec = _device(cfg)
     keyed = partial(model_key, cfg, views, device=dev.type, precision=prec)
-    unet_models = [
-        (group, keyed(encoder=UNET, head=UNET_HEAD, tasks=group, example_rows=example_rows,
-                      pixel_stats=True))
-        for group in _groups(tasks, joint, cfg.seg_separate)
-    ] if unet else []  # fmt: skip
-    side = _UnetBeside(cfg, views, unet_models, example_rows, bool(order))
-    try:
-        for name in tqdm(order, desc="segmentation encoders", disable=not cfg.progress):
-            enc = encoders[name]
-            heads = [h for e, h in rows if e == name]
-            fs_heads = [h for e, h in few_shot_rows if e == name]
-            maps = _LazyMaps(enc, views, cfg, {*heads, *fs_heads})
-            for head in heads:
-                for group in _groups(tasks, joint, cfg.seg_separate):
-                    k = keyed(encoder=enc.identity(), head=head, tasks=group,
-                              layers=maps.layers[head], example_rows=example_rows)  # fmt: skip
-                    out = _cached(cfg, k, _train_head, maps, head, group, views, cfg,
-                                  example_rows=example_rows, desc=f"{name} {head}")  # fmt: skip
-                    _collect(out, name, head, table, per_image, examples)
-                    side.poll()
-            for head in fs_heads:
-                for n in shot_sizes:
-                    src = few_shot_sources(views, n, cfg.seed)
-                    k = keyed(encoder=enc.identity(), head=head, tasks=("lungs",),
-                              layers=maps.layers[head], sources=src)  # fmt: skip
-                    scores, info, _ = _cached(
-                        cfg, k, _train_head, maps, head, ("lungs",), views, cfg, sources=src,
-                        desc=f"{name} {head} n={n}",
-                    )  # fmt: skip
-                    summ = scores["lungs"][0]
-                    shots.append({"encoder": name, "head": head, "n_train": n, **summ, **info})
-                    side.poll()
-            del maps
-        side.wait()
-    except BaseException:
-        side.stop()
-        raise
-    for group, k in unet_models:
-        out = _cached(cfg, k, _train_unet, views, group, cfg, example_rows=example_rows)
-        if out[1].get("side_process") and group in side.trained:  # trained now, not cached
-            out = (out[0], {k: v for k, v in out[1].items() if k != "cached"}, out[2])
-        _collect(out, UNET, UNET_HEAD, table, per_image, examples)
+    for name in tqdm(order, desc="segmentation encoders", disable=not cfg.progress):
+        enc = encoders[name]
+        heads = [h for e, h in rows if e == name]
+        fs_heads = [h for e, h in few_shot_rows if e == name]
+        maps = _LazyMaps(enc, views, cfg, {*heads, *fs_heads})
+        for head in heads:
+            for group in _groups(tasks, joint, cfg.seg_separate):
+                k = keyed(encoder=enc.identity(), head=head, tasks=group,
+                          layers=maps.layers[head], example_rows=example_rows)  # fmt: skip
+                out = _cached(cfg, k, _train_head, maps, head, group, views, cfg,
+                              example_rows=example_rows, desc=f"{name} {head}")  # fmt: skip
+                _collect(out, name, head, table, per_image, examples)
+        for head in fs_heads:
+            for n in shot_sizes:
+                src = few_shot_sources(views, n, cfg.seed)
+                k = keyed(encoder=enc.identity(), head=head, tasks=("lungs",),
+                          layers=maps.layers[head], sources=src)  # fmt: skip
+                scores, info, _ = _cached(
+                    cfg, k, _train_head, maps, head, ("lungs",), views, cfg, sources=src,
+                    desc=f"{name} {head} n={n}",
+                )  # fmt: skip
+                summ = scores["lungs"][0]
+                shots.append({"encoder": name, "head": head, "n_train": n, **summ, **info})
+        del maps
+    if unet:
+        for group in _groups(tasks, joint, cfg.seg_separate):
+            k = keyed(encoder=UNET, head=UNET_HEAD, tasks=group, example_rows=example_rows,
+                      pixel_stats=True)  # fmt: skip
+            out = _cached(cfg, k, _train_unet, views, group, cfg, example_rows=example_rows)
+            _collect(out, UNET, UNET_HEAD, table, per_image, examples)
     return SegRun(
         table=pd.DataFrame(table),
         few_shot=pd.DataFrame(shots),
@@ -315,57 +303,6 @@ def run_segmentation(
         examples=examples,
         example_rows=np.zeros(0, int) if example_rows is None else np.asarray(example_rows),
     )
-
-
-class _UnetBeside:
-    """The U-Net's models training in a side process (:mod:`raddino_lib.seg.side`) while this
-    process trains the heads on the other cores: started when the U-Net is not cached, the
-    segmentation cache is on, there are heads to train here and
-    :func:`~raddino_lib.lanes.lanes_for` allows two runs at a time; otherwise it does nothing
-    and the U-Net trains here after the heads, as before."""
-
-    def __init__(
-        self, cfg: Config, views: SegViews, models: list, example_rows: Any, heads: bool
-    ) -> None:
-        from raddino_lib.lanes import lanes_for
-
-        self.views, self.runs, self.trained = views, None, []
-        self._threads = torch.get_num_threads()
-        if not (models and heads and cfg.seg_cache and lanes_for(cfg) >= 2):
-            return
-        from raddino_lib.seg.side import start_unet_side
-
-        steps = _steps(cfg, cfg.seg_unet_steps, len(_train_rows(views, None)))
-        trained = [tuple(g) for g, k in models if load_model_scores(k) is None]
-        self.runs = start_unet_side(cfg, views, models, example_rows, steps)
-        if self.runs is not None:
-            self.trained = trained
-            torch.set_num_threads(max(1, self._threads - 1))
-
-    def poll(self) -> None:
-        """Give this process its cores back once the side process has finished."""
-        if self.runs is not None and self.runs.poll():
-            self._done()
-
-    def stop(self) -> None:
-        """Stop the side process (an error or an interrupt here)."""
-        if self.runs is not None:
-            self.runs.stop()
-            self._done()
-
-    def wait(self) -> None:
-        if self.runs is not None:
-            try:
-                self.runs.wait(progress=False)
-            finally:
-                self._done()
-
-    def _done(self) -> None:
-        from raddino_lib.seg.side import remove_unet_inputs
-
-        torch.set_num_threads(self._threads)
-        remove_unet_inputs(self.views)
-        self.runs = None
 
 
 class _LazyMaps:
