@@ -139,6 +139,16 @@ display(Markdown(
 # resamples of the test reports, with its 95% interval. **held** when the interval is above
 # zero, **did not hold** when it is below, **inconclusive** otherwise.
 #
+# The interval covers the sampling of the test reports, not the training of the generators,
+# and at this scale the training moves more. Two cold `laptop` books of 2026-12-01 differed in
+# nothing but where the generators trained (in the notebook on two threads, then side by side
+# on one thread each, so only the order of float sums changed): the no-image generator's BLEU-4
+# went from 16.4 to 20.5 and RAD-DINO-mini's Macro-F1-14 from 12.1 to 9.8, and "RAD-DINO beats
+# no image" on BLEU-4 went from held to inconclusive, "RAD-DINO beats the general-domain DINO"
+# on Macro-F1-14 from held to inconclusive. Every other chapter's numbers were the same to the
+# last digit in both books. Read a verdict below as one training run's, and trust the ones with
+# wide margins (the image helps on Macro-F1-14 held in both, by 6 to 8 points).
+#
 # The first two rows are not the paper's: the *no image* generator sees zero tokens in place of
 # the image (same count and width as RAD-DINO-mini's; where there is a text prior, it is the
 # prior fine-tuned for the same steps as the others), so it can only write the training
