@@ -9,12 +9,14 @@ losses must agree in fp32 (relative 1e-3) with mean centering (lightly's only ce
 same teacher temperature. Only then are the steps timed: ours as the training loop runs it
 (bf16 autocast where the CPU has it, fp32 heads, gradient clipping), lightly's as its example
 (fp32), and lightly's again under the same bf16 autocast, so the ratio does not come from
-precision alone.
+precision alone. The three are timed in interleaved rounds and each reported as its median
+step, so a drift of the host's speed does not favour one of them.
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from dataclasses import replace
 from typing import Any
@@ -115,7 +117,8 @@ def compare_steps(quick: bool, steps: int | None = None) -> dict[str, Any]:
     cfg = make_config("laptop", centering="centering", drop_path=0.0, device="cpu")
     if quick:
         cfg = replace(cfg, batch_size=8)
-    steps = steps or (2 if quick else 5)
+    steps = steps or (2 if quick else 4)
+    rounds = 1 if quick else 3
     spec = spec_from_config(cfg)
     model, opt = build_model(cfg, spec, torch.device("cpu"))
     model.train()
@@ -138,11 +141,6 @@ def compare_steps(quick: bool, steps: int | None = None) -> dict[str, Any]:
     prec = resolve_precision(cfg.precision, torch.device("cpu"))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16")
     sched = build_schedules(cfg).at(cfg.warmup_steps)
-    train_step(model, opt, batch, sched, autocast=autocast)  # warm-up
-    t = time.perf_counter()
-    for _ in range(steps):
-        train_step(model, opt, batch, sched, autocast=autocast)
-    ours_s = (time.perf_counter() - t) / steps
 
     def lightly_step(opt_l, bf16: bool) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -155,15 +153,26 @@ def compare_steps(quick: bool, steps: int | None = None) -> dict[str, Any]:
         update_momentum(lm.student_backbone, lm.teacher_backbone, m=0.996)
         update_momentum(lm.student_head, lm.teacher_head, m=0.996)
 
+    # Interleaved rounds, median per step: this host's speed drifts by 10-20% within minutes,
+    # so timing one contender after the other favoured whichever ran in a fast spell.
     params = [p for p in lm.parameters() if p.requires_grad]
-    out: dict[str, Any] = {}
-    for label, bf16 in (("fp32", False), ("bf16", prec == "bf16")):
-        opt_l = torch.optim.AdamW(params, lr=1e-3)
-        lightly_step(opt_l, bf16)  # warm-up
-        t = time.perf_counter()
-        for _ in range(steps):
-            lightly_step(opt_l, bf16)
-        out[label] = (time.perf_counter() - t) / steps
+    opt32, opt16 = torch.optim.AdamW(params, lr=1e-3), torch.optim.AdamW(params, lr=1e-3)
+    runners = {
+        "ours": lambda: train_step(model, opt, batch, sched, autocast=autocast),
+        "fp32": lambda: lightly_step(opt32, False),
+        "bf16": lambda: lightly_step(opt16, prec == "bf16"),
+    }
+    for run in runners.values():
+        run()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(rounds):
+        for k, run in runners.items():
+            t = time.perf_counter()
+            for _ in range(steps):
+                run()
+            times[k].append((time.perf_counter() - t) / steps)
+    out = {k: statistics.median(v) for k, v in times.items()}
+    ours_s = out["ours"]
     b = cfg.batch_size
     r32, r16 = out["fp32"] / ours_s, out["bf16"] / ours_s
     vit = f"ViT {spec.embed_dim}x{spec.depth} at {cfg.global_crop_size} px, batch {b}"
@@ -173,7 +182,8 @@ def compare_steps(quick: bool, steps: int | None = None) -> dict[str, Any]:
         "lightly_fp32_images_per_s": round(b / out["fp32"], 1),
         "lightly_bf16_images_per_s": round(b / out["bf16"], 1),
         "ratio": round(r32, 2), "ratio_vs_lightly_bf16": round(r16, 2),
-        "goal": 1.3, "first_step_losses": {"ours": {k: ours[k] for k in theirs}, "lightly": theirs},
+        "goal": 1.3, "rounds": rounds, "steps_per_round": steps,
+        "first_step_losses": {"ours": {k: ours[k] for k in theirs}, "lightly": theirs},
         "agree": agree,
         "line": f"pretrain: {vit}: ours {b / ours_s:.0f} img/s, lightly's example "
         f"{b / out['fp32']:.0f} img/s (fp32) / {b / out['bf16']:.0f} (bf16) -> {r32:.2f}x / "
