@@ -35,8 +35,9 @@ class Config:
     precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 where the device supports it)
     num_workers: int = 0
     # independent cached runs a chapter needs (chapter 3's general-domain and CLIP runs, chapter
-    # 6's MIM pair) train this many at a time, each in its own process on its share of the CPU
-    # cores (raddino_lib.lanes); 1: one after the other in the notebook's process
+    # 6's MIM pair, chapter 7's report generators) train this many at a time, each in its own
+    # process on its share of the CPU cores (raddino_lib.lanes); 1: one after the other in the
+    # notebook's process
     concurrent_runs: int = 1
     progress: bool = True
 
@@ -316,7 +317,8 @@ _LAPTOP = Config(
     # run reached 0.328)
     momentum_end=0.996,
     # two runs side by side on the 2 cores (raddino_lib.lanes): the general-domain run beside
-    # CLIP and the MIM pair train 1.2-1.3x sooner than one after the other
+    # CLIP and the MIM pair train 1.2-1.3x sooner than one after the other, the report
+    # generators 1.6x
     concurrent_runs=2,
     general_pretrain_steps=250,
     clip_steps=250,
