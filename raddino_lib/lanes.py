@@ -122,21 +122,6 @@ def job_from_dict(d: dict[str, Any]) -> Job:
     )
 
 
-def read_inputs_spec(path: Path, writer: str) -> dict[str, Any]:
-    """The JSON spec of a side job's inputs at ``path``.
-
-    Raises:
-        FileNotFoundError: ``path`` is missing (``writer`` names the function that writes it).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing: {writer} writes these inputs before a side process can train "
-            "from them"
-        )
-    return json.loads(path.read_text())
-
-
 def config_from_dict(d: dict[str, Any]) -> Config:
     """Inverse of :meth:`Config.to_dict` (lists back to tuples)."""
     names = {f.name for f in fields(Config)}

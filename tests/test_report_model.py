@@ -437,3 +437,8 @@ def test_generators_side_by_side_write_the_same_reports(tmp_path, monkeypatch) -
     again = rx.run_report_generation(cfg, encs)
     assert all(t["cached"] and not t["side_process"] for t in again.info["training"].values())
     assert again.generated == one.generated
+    shutil.rmtree(side.info["training"]["b"]["folder"])  # one missing: nothing to pair with
+    lone = rx.run_report_generation(cfg, encs)
+    b = lone.info["training"]["b"]
+    assert not b["cached"] and not b["side_process"] and lone.generated == one.generated
+    assert not list((tmp_path / "side" / "report").glob("*.inputs"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ from raddino_lib.report.tokenizer import (
 from raddino_lib.report.train import (
     cached_generator,
     fit_generator,
+    fit_inputs_dir,
     generator_dir,
     generator_done,
     generator_fingerprint,
@@ -245,24 +247,22 @@ def _train_side_by_side(
     lanes = lanes_for(cfg)
     if lanes < 2:
         return set()
-    todo = [name for name, enc in encoders.items() if not _cached(plan(name, enc))]
-    if len(todo) < 2:
-        return set()
     attn = small_lm_attention(dev) if cfg.rg_lm in SMALL_LMS else None
-    jobs = []
-    for name in todo:
-        p = plan(name, encoders[name])
+    jobs: dict[str, Job] = {}
+    for name, enc in encoders.items():
+        p = plan(name, enc)
+        if generator_done(p["folder"], p["key"]):
+            continue
         kw = fit_kwargs(p["key"]["steps"], name)
         write_fit_inputs(p["folder"], p["key"], p["build"](), p["feats"][:n_train], seqs, kw,
                          attn_implementation=attn)  # fmt: skip
-        jobs.append(Job("report", cfg, p["folder"], n_steps=kw["steps"]))
-        del p
-    train_side_by_side(jobs, lanes=lanes, progress=cfg.progress)
-    return set(todo)
-
-
-def _cached(p: dict[str, Any]) -> bool:
-    return generator_done(p["folder"], p["key"])
+        jobs[name] = Job("report", cfg, p["folder"], n_steps=kw["steps"])
+    if len(jobs) < 2:  # nothing to pair: the caller trains it here
+        for job in jobs.values():
+            shutil.rmtree(fit_inputs_dir(job.run_dir), ignore_errors=True)
+        return set()
+    train_side_by_side(list(jobs.values()), lanes=lanes, progress=cfg.progress)
+    return set(jobs)
 
 
 def run_report_generation(

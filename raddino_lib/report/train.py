@@ -258,10 +258,15 @@ def save_generator(model: ReportGenerator, folder: Path, info: dict[str, Any]) -
 
 
 def load_generator(
-    folder: Path, key: dict[str, Any] | None = None, *, dtype: torch.dtype | None = None
+    folder: Path,
+    key: dict[str, Any] | None = None,
+    *,
+    dtype: torch.dtype | None = None,
+    attn_implementation: str | None = None,
 ) -> tuple[ReportGenerator, dict[str, Any]] | None:
     """The generator saved in ``folder`` and its ``run.json``; None when the folder is missing,
-    incomplete or holds another ``key`` (then it is retrained, with a warning if it existed)."""
+    incomplete or holds another ``key`` (then it is retrained, with a warning if it existed).
+    ``attn_implementation``: the LM's attention kernel (None: transformers' default)."""
     from safetensors.torch import load_file
 
     from raddino_lib.report.model import load_lm
@@ -271,11 +276,11 @@ def load_generator(
         return None
     try:
         meta = json.loads(run.read_text())
-        if key is not None and meta.get("key") != json.loads(json.dumps(key, default=str)):
+        if key is not None and not _same_key(meta, key):
             raise ValueError("its key differs from the requested one")
         proj = Projector(int(meta["d_vision"]), int(meta["d_lm"]))
         proj.load_state_dict(load_file(str(Path(folder) / "projector.safetensors")))
-        lm = load_lm(Path(folder) / "lm", dtype=dtype)
+        lm = load_lm(Path(folder) / "lm", dtype=dtype, attn_implementation=attn_implementation)
     except Exception as exc:
         warnings.warn(f"report generator cache {folder}: {exc}; retraining", stacklevel=2)
         return None
@@ -309,11 +314,15 @@ def cached_generator(
 def generator_done(folder: Path, key: dict[str, Any]) -> bool:
     """Whether ``folder`` holds a saved generator of ``key`` (its ``run.json`` says so; the
     weights are not loaded)."""
-    run = Path(folder) / "run.json"
     try:
-        meta = json.loads(run.read_text())
+        meta = json.loads((Path(folder) / "run.json").read_text())
     except (OSError, ValueError):
         return False
+    return _same_key(meta, key)
+
+
+def _same_key(meta: dict[str, Any], key: dict[str, Any]) -> bool:
+    """Whether a ``run.json``'s key is ``key`` (compared as JSON, as it was written)."""
     return meta.get("key") == json.loads(json.dumps(key, default=str))
 
 
@@ -369,17 +378,18 @@ def fit_from_inputs(folder: Path, *, progress: bool = False) -> FitResult:
     """
     from safetensors.torch import load_file
 
-    from raddino_lib.lanes import read_inputs_spec
-    from raddino_lib.report.model import load_lm
-
     folder = Path(folder)
     inputs = fit_inputs_dir(folder)
-    spec = read_inputs_spec(inputs / "fit.json", "write_fit_inputs")
-    meta = json.loads((inputs / "init" / "run.json").read_text())
-    proj = Projector(int(meta["d_vision"]), int(meta["d_lm"]))
-    proj.load_state_dict(load_file(str(inputs / "init" / "projector.safetensors")))
-    lm = load_lm(inputs / "init" / "lm", attn_implementation=spec["attn_implementation"])
-    model = ReportGenerator(proj, lm)
+    if not (inputs / "fit.json").is_file():
+        raise FileNotFoundError(
+            f"{inputs / 'fit.json'} is missing: write_fit_inputs writes a generator's training "
+            "inputs before a side process can train it"
+        )
+    spec = json.loads((inputs / "fit.json").read_text())
+    got = load_generator(inputs / "init", attn_implementation=spec["attn_implementation"])
+    if got is None:
+        raise FileNotFoundError(f"{inputs / 'init'} holds no readable untrained generator")
+    model = got[0]
     features = load_file(str(inputs / "features.safetensors"))["features"]
     seqs = [(list(i), list(lab)) for i, lab in spec["seqs"]]
     resume = folder.with_name(folder.name + ".resume.pt")
