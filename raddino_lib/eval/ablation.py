@@ -232,7 +232,7 @@ def run_sweep(
             "label": point.label, "x": point.x, "image_size": int(pcfg.image_size),
             "pretrain_images": _n_images(run), "pretrain_steps": int(pcfg.pretrain_steps),
             "trained_steps": trained, "val_curve": val_curve,
-            "pretrain_seconds": round(_run_seconds(run), 1), "probed_step": step,
+            "pretrain_seconds": round(_run_seconds(run), 3), "probed_step": step,
             **_probe_row(probe(backbone, seeds), findings, seeds),
             "run": Path(run).name, "seconds": round(time.time() - t0, 1),
         }  # fmt: skip
