@@ -16,14 +16,20 @@ from raddino_lib.config import make_config  # noqa: E402
 from raddino_lib.models.backbone import ViTBackbone, spec_from_config  # noqa: E402
 
 
-def test_forward_flops_match_the_vit_formula_on_either_attention_path() -> None:
+def test_forward_flops_match_the_vit_formula_on_every_attention_path(monkeypatch) -> None:
+    from raddino_lib.models import attention
+
     spec = spec_from_config(make_config("smoke"))  # 32 px, patch 8, width 32, depth 2
     model = ViTBackbone(spec).eval()
     n = (spec.image_size // spec.patch_size) ** 2 + 1  # patches + CLS
     d, depth, b = spec.embed_dim, spec.depth, 3
     x = torch.randn(b, 3, spec.image_size, spec.image_size)
-    for fused in (True, False):
+    calls = []
+    real = attention.blocked_attention
+    monkeypatch.setattr(attention, "blocked_attention", lambda *a: calls.append(1) or real(*a))
+    for fused, budget in ((True, None), (False, None), (False, 1)):  # 1 byte: blocked path
         model.set_fused_attention(fused)
+        monkeypatch.setattr(attention, "SCORE_BLOCK_BYTES", budget or attention.SCORE_BLOCK_BYTES)
         f = vit_forward_flops(model, x)
         # q k^T and attn v: 2 matmuls of N x N x d per image and block, 2 FLOPs a MAC
         assert f["attention"] == b * depth * 4 * n * n * d
@@ -31,11 +37,12 @@ def test_forward_flops_match_the_vit_formula_on_either_attention_path() -> None:
         assert f["linear"] == b * depth * 2 * n * 12 * d * d
         assert f["total"] == f["linear"] + f["attention"] + f["conv"] + f["other"]
         assert model.blocks[0].attn.fused_attn is fused  # the flag is restored
+    assert len(calls) == depth  # the blocked kernel ran (in the last pass only)
 
 
 def test_op_groups() -> None:
     assert _op_group("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
-    assert _op_group("aten.bmm") == "attention"
+    assert _op_group("aten.bmm") == "attention" and _op_group("aten::_softmax") == "attention"
     assert _op_group("aten::addmm") == "linear" and _op_group("aten.mm") == "linear"
     assert _op_group("aten::mkldnn_convolution") == "conv"
     assert _op_group("aten::gelu") == "other"

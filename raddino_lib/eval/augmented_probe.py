@@ -398,8 +398,8 @@ def augmented_probe_arrays(
         base = np.asarray(base_features, dtype=np.float64)
         if base.ndim != 2 or len(base) != n:
             raise ValueError(f"base_features must be [N={n}, 2D], got {base.shape}")
-        if isinstance(enc, ViTEncoder):  # fused SDPA: faster without gradients, CPU included
-            enc.backbone.set_fused_attention(True)
+        if isinstance(enc, ViTEncoder):  # as embed_array: blocked plain on CPU, fused on GPU
+            enc.backbone.set_fused_attention(dev.type == "cuda")
         mu = base[tr].mean(0)
         sd = base[tr].std(0)
         sd = np.where(sd < 1e-8 * np.maximum(1.0, np.abs(mu)), 1.0, sd)  # as StandardScaler

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raddino_lib.models.attention import register_hf_blocked
 from raddino_lib.models.backbone import ViTBackbone
 
 __all__ = [
@@ -601,15 +602,17 @@ def _hf_encoder(kind: str, src: str, name: str | None) -> Encoder:
     hf_logging.disable_progress_bar()
     folder = Path(src) if Path(src).is_dir() else None
     proc = _read_processor(folder)
+    # cache-blocked attention on CPU without gradients, transformers' SDPA otherwise
+    attn = register_hf_blocked()
     if kind == "hf-dinov2":
         from transformers import AutoModel
 
-        model = AutoModel.from_pretrained(src)
+        model = AutoModel.from_pretrained(src, attn_implementation=attn)
         pre = _processor_preprocess(proc, int(model.config.image_size))
         return HFDinov2Encoder(model, pre, name or Path(src).name)
     from transformers import CLIPVisionModel
 
-    model = CLIPVisionModel.from_pretrained(src)
+    model = CLIPVisionModel.from_pretrained(src, attn_implementation=attn)
     pre = _processor_preprocess(proc, int(model.config.image_size))
     if not proc:  # CLIP's own statistics (transformers' CLIPImageProcessor defaults)
         pre = replace(
