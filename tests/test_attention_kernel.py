@@ -23,9 +23,9 @@ def _plain(qkv, H, scale):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("heads", [1, 2, 3, 4])
+@pytest.mark.parametrize("heads", [1, 2, 3, 4, 8, 13])
 def test_blocked_equals_plain_bit_for_bit(dtype, heads):
-    B, N, H, D = 2, 37, 4, 16
+    B, N, H, D = 5, 37, 4, 16  # 3 heads, or 3 images (13 heads), a block: a short last one
     qkv = _qkv(B, N, H, D, dtype)
     out = A.blocked_attention(qkv, H, D**-0.5, heads)  # 3 heads: a short last block
     assert out.dtype == dtype and out.shape == (B, N, H * D)

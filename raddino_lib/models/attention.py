@@ -62,7 +62,8 @@ def blocked_heads(
         q, k, v: ``[B, H, N, D]``, any strides whose last dimension is contiguous (views of a
             projection's output, so no copies are made).
         scale: multiplies ``q`` before ``q @ k^T`` (``D ** -0.5``), as timm does.
-        heads: heads per score block ``g`` (:func:`heads_per_block`).
+        heads: heads per score block ``g`` (:func:`heads_per_block`); from ``H`` on, whole
+            images (``g // H`` of them) a block.
 
     Returns:
         ``[B, N, H, D]`` (contiguous), the layout both timm and transformers reshape to
@@ -74,8 +75,14 @@ def blocked_heads(
             f"{tuple(k.shape)}, {tuple(v.shape)}"
         )
     B, H, N, D = q.shape
-    g = max(1, min(int(heads), H))
     out = q.new_empty(B, N, H, D)
+    if heads >= H:  # short sequences: whole images at a time, as timm computes them
+        per = heads // H
+        for b in range(0, B, per):
+            x = ((q[b : b + per] * scale) @ k[b : b + per].transpose(-2, -1)).softmax(-1)
+            out[b : b + per] = (x @ v[b : b + per]).transpose(1, 2)
+        return out
+    g = max(1, int(heads))
     scores = q.new_empty(g, N, N)
     y = q.new_empty(g, N, D)
     for b in range(B):
