@@ -41,7 +41,8 @@ __all__ = [
 ]
 
 # Bump when what embed_array computes changes (invalidates every cached embedding).
-CACHE_VERSION = "1"
+# 2: bf16 runs a copy with bf16 parameters (not fp32 ones under autocast), blocked attention
+CACHE_VERSION = "2"
 
 
 class CacheRebuildWarning(UserWarning):
