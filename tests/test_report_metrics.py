@@ -131,3 +131,65 @@ def test_radgraph_is_unavailable_without_the_package() -> None:
     ok, why = rm.radgraph_status()
     if importlib.util.find_spec("radgraph") is None:
         assert not ok and "not installed" in why
+
+
+# ------------------------------------------------------------------ several training runs
+def test_one_run_bootstraps_equal_the_plain_ones() -> None:
+    from raddino_lib.eval.bootstrap import (
+        bootstrap,
+        bootstrap_difference,
+        bootstrap_difference_runs,
+        bootstrap_runs,
+    )
+
+    x = np.random.default_rng(1).normal(size=40)
+    y = x + np.random.default_rng(2).normal(size=40)
+    sa, sb = (lambda i: float(x[i].mean())), (lambda i: float(y[i].mean()))
+    assert bootstrap_runs([sa], 40, samples=200, seed=3) == bootstrap(sa, 40, samples=200, seed=3)
+    assert bootstrap_difference_runs([sa], [sb], 40, samples=200, seed=3) == bootstrap_difference(
+        sa, sb, 40, samples=200, seed=3
+    )
+
+
+def test_run_bootstraps_cover_the_spread_between_runs() -> None:
+    from raddino_lib.eval.bootstrap import bootstrap_difference_runs, bootstrap_runs
+
+    const = lambda c: lambda i: float(c)  # noqa: E731  a run whose score ignores the rows
+    # two runs scoring 1 and 3: the drawn pairs average 1, 2 or 3 (1/4, 1/2, 1/4)
+    iv = bootstrap_runs([const(1), const(3)], 10, samples=500, seed=0)
+    assert (iv.point, iv.lo, iv.median, iv.hi) == (2.0, 1.0, 2.0, 3.0)
+    d = bootstrap_difference_runs([const(1), const(3)], [const(0)], 10, samples=500, seed=0)
+    assert (d.point, d.lo, d.hi) == (2.0, 1.0, 3.0)
+    # the runs agree: only the rows move the interval, as with one run
+    x = np.arange(10.0)
+    mean = lambda i: float(x[i].mean())  # noqa: E731
+    same = bootstrap_runs([mean, mean, mean], 10, samples=300, seed=4)
+    from raddino_lib.eval.bootstrap import bootstrap
+
+    one = bootstrap(mean, 10, samples=300, seed=4)
+    for f in ("point", "median", "lo", "hi"):  # the same up to the rounding of a mean of three
+        assert getattr(same, f) == pytest.approx(getattr(one, f), rel=1e-12)
+
+
+def test_run_scores_average_the_runs() -> None:
+    from raddino_lib.report.metrics import RunScores, score_reports
+
+    refs = ["the heart is enlarged.", "no pleural effusion.", "there is a small effusion."]
+    gen1 = ["the heart is enlarged.", "no effusion.", "the lungs are clear."]
+    gen2 = ["the heart is normal.", "no pleural effusion.", "there is a small effusion."]
+    s1, s2 = score_reports(gen1, refs, rg_er=False), score_reports(gen2, refs, rg_er=False)
+    rs = RunScores([s1, s2])
+    all3 = np.arange(3)
+    for m in ("rouge_l", "bleu4", "macro_f1_14"):
+        want = [s1.statistic(m)(all3), s2.statistic(m)(all3)]
+        assert rs.values(m) == want
+        assert rs.intervals(samples=50)[m].point == pytest.approx(np.mean(want))
+    assert rs.values("rg_er") is None and rs.intervals(samples=5)["rg_er"] is None
+    assert rs.pred is s1.pred and rs.true is s1.true
+    f1 = rs.per_class()
+    for c, v in s1.per_class().items():
+        w = s2.per_class()[c]
+        if np.isfinite(v) and np.isfinite(w):
+            assert f1[c] == pytest.approx((v + w) / 2)
+    with pytest.raises(ValueError, match="different numbers"):
+        RunScores([s1, score_reports(gen1[:2], refs[:2], rg_er=False)])

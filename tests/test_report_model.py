@@ -442,3 +442,43 @@ def test_generators_side_by_side_write_the_same_reports(tmp_path, monkeypatch) -
     b = lone.info["training"]["b"]
     assert not b["cached"] and not b["side_process"] and lone.generated == one.generated
     assert not list((tmp_path / "side" / "report").glob("*.inputs"))
+
+
+def test_generator_runs_train_with_their_own_seeds(tmp_path, monkeypatch) -> None:
+    """rg_runs trains each encoder's generator once per seed (seed, seed + 1, ...): the first
+    run keeps the one-run key (cached from a one-run book), the others train from the same
+    text prior with their own seed; metrics are the runs' mean and the reports shown are the
+    first run's."""
+    import raddino_lib.report.experiment as rx
+    from raddino_lib.models.registry import load_encoder
+
+    monkeypatch.setenv("RADDINO_CACHE", str(tmp_path / "cache"))
+    cfg = replace(make_config("smoke"), rg_prior_steps=2, rg_steps=3, rg_max_test=4,
+                  rg_bootstrap=20, progress=False)  # fmt: skip
+    encs = {n: load_encoder("blank:32:8:32", name=n) for n in ("a", "b")}
+    one = rx.run_report_generation(cfg, encs)
+    calls: list[int] = []
+    real_fit = rx.fit_generator
+    spy = lambda *a, **kw: calls.append(kw["seed"]) or real_fit(*a, **kw)  # noqa: E731
+    monkeypatch.setattr(rx, "fit_generator", spy)
+    two = rx.run_report_generation(replace(cfg, rg_runs=2), encs)
+    assert calls == [cfg.seed + 1, cfg.seed + 1]  # run 1 of a and of b; run 0s are cached
+    assert two.generated == one.generated and two.info["setup"]["runs"] == 2
+    for n in encs:
+        t = two.info["training"][n]
+        assert [r["seed"] for r in t["runs"]] == [cfg.seed, cfg.seed + 1]
+        assert t["runs"][0]["cached"] and not t["runs"][1]["cached"]
+        assert t["runs"][0]["folder"] != t["runs"][1]["folder"]
+        assert t["runs"][0]["losses"] == one.info["training"][n]["losses"]
+        assert t["runs"][1]["losses"] != t["runs"][0]["losses"]
+        assert len(two.scores[n].runs) == 2
+        row = two.table.set_index("encoder").loc[n]
+        for m in ("rouge_l", "bleu4", "macro_f1_14"):
+            assert t["run_values"][m] == two.scores[n].values(m)
+            assert row[f"{m}_point"] == pytest.approx(np.mean(t["run_values"][m]))
+        assert t["run_values"]["rouge_l"][0] == pytest.approx(
+            one.table.set_index("encoder").loc[n, "rouge_l_point"]
+        )
+    assert two.difference("a", "b", "rouge_l", samples=20) is not None
+    with pytest.raises(ValueError, match="rg_runs must be at least 1"):
+        rx.run_report_generation(replace(cfg, rg_runs=0), encs)

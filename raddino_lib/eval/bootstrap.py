@@ -11,12 +11,19 @@ their differences are paired (:func:`bootstrap_difference`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Interval", "bootstrap", "bootstrap_difference", "bootstrap_indices"]
+__all__ = [
+    "Interval",
+    "bootstrap",
+    "bootstrap_difference",
+    "bootstrap_difference_runs",
+    "bootstrap_indices",
+    "bootstrap_runs",
+]
 
 Statistic = Callable[[np.ndarray], float]
 
@@ -77,3 +84,54 @@ def bootstrap_difference(
     values = np.array([stat_a(i) - stat_b(i) for i in idx], dtype=float)
     all_rows = np.arange(n)
     return _interval(stat_a(all_rows) - stat_b(all_rows), values, level)
+
+
+# ------------------------------------------------------------------ several training runs
+def _run_values(stats: Sequence[Statistic], idx: np.ndarray) -> np.ndarray:
+    """``[K, samples]``: every run's statistic on every resample."""
+    if len(stats) == 0:
+        raise ValueError("need at least one run's statistic")
+    return np.array([[s(i) for i in idx] for s in stats], dtype=float)
+
+
+def _run_picks(k: int, samples: int, seed: int, stream: int) -> np.ndarray:
+    """``[samples, k]`` run indices drawn with replacement, from a stream of their own (the
+    row resamples stay those of :func:`bootstrap_indices`)."""
+    return np.random.default_rng([seed, stream]).integers(0, k, size=(samples, k))
+
+
+def _mean_over_picks(values: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """``values [K, samples]``, ``picks [samples, K]`` -> ``[samples]`` mean of the picked runs."""
+    return values[picks.T, np.arange(values.shape[1])].mean(0)
+
+
+def bootstrap_runs(
+    stats: Sequence[Statistic], n: int, *, samples: int = 500, seed: int = 0,
+    level: float = 0.95,
+) -> Interval:  # fmt: skip
+    """A statistic averaged over ``K`` training runs scored on the same ``n`` rows, with an
+    interval that covers both the rows and the runs: each resample draws the rows (as
+    :func:`bootstrap`) and, independently, ``K`` of the runs with replacement, and averages
+    the drawn runs' statistics on the drawn rows (a two-level bootstrap). ``point`` is the mean
+    over all runs on all rows. With one run it is :func:`bootstrap`, value for value."""
+    idx = bootstrap_indices(n, samples, seed)
+    values = _run_values(stats, idx)
+    picks = _run_picks(len(stats), samples, seed, 1)
+    point = float(np.mean([s(np.arange(n)) for s in stats]))
+    return _interval(point, _mean_over_picks(values, picks), level)
+
+
+def bootstrap_difference_runs(
+    stats_a: Sequence[Statistic], stats_b: Sequence[Statistic], n: int, *, samples: int = 500,
+    seed: int = 0, level: float = 0.95,
+) -> Interval:  # fmt: skip
+    """:func:`bootstrap_runs` of ``a - b``: the rows are paired (the same resamples for both),
+    the runs are drawn independently for ``a`` and for ``b`` (they are separate trainings).
+    With one run each it is :func:`bootstrap_difference`, value for value."""
+    idx = bootstrap_indices(n, samples, seed)
+    va, vb = _run_values(stats_a, idx), _run_values(stats_b, idx)
+    da = _mean_over_picks(va, _run_picks(len(stats_a), samples, seed, 1))
+    db = _mean_over_picks(vb, _run_picks(len(stats_b), samples, seed, 2))
+    rows = np.arange(n)
+    point = float(np.mean([s(rows) for s in stats_a]) - np.mean([s(rows) for s in stats_b]))
+    return _interval(point, da - db, level)

@@ -23,7 +23,7 @@ import hashlib
 import math
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from raddino_lib.config import Config
-from raddino_lib.eval.bootstrap import Interval, bootstrap_difference
+from raddino_lib.eval.bootstrap import Interval, bootstrap_difference_runs
 from raddino_lib.report.data import (
     encode_reports,
     patch_tokens,
@@ -45,7 +45,7 @@ from raddino_lib.report.data import (
 from raddino_lib.report.generate import generate_reports
 from raddino_lib.report.metrics import (
     METRICS,
-    ReportScores,
+    RunScores,
     chexbert_positive,
     radgraph_status,
     score_reports,
@@ -99,7 +99,8 @@ class ReportRun:
         generated: ``{encoder: [N_test] generated findings}``.
         references: the ``[N_test]`` reference findings sections.
         test_ids: ``image_id`` of the test rows.
-        scores: ``{encoder: ReportScores}`` (per-report ingredients, for paired differences).
+        scores: ``{encoder: RunScores}`` (per-report ingredients of every generator run, for
+            paired differences).
         info: setup facts (rows, tokenizer, LM, classes averaged, RG_ER status, training).
     """
 
@@ -107,7 +108,7 @@ class ReportRun:
     generated: dict[str, list[str]]
     references: list[str]
     test_ids: list[str]
-    scores: dict[str, ReportScores] = field(default_factory=dict)
+    scores: dict[str, RunScores] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
     def intervals(self, encoder: str) -> dict[str, dict[str, float] | None]:
@@ -123,12 +124,13 @@ class ReportRun:
         return out
 
     def difference(self, a: str, b: str, metric: str, *, seed: int = 0, samples: int = 500):
-        """Paired bootstrap interval of ``metric(a) - metric(b)`` on the same test reports
-        (None when the metric is unavailable)."""
-        sa, sb = self.scores[a].statistic(metric), self.scores[b].statistic(metric)
+        """Bootstrap interval of ``metric(a) - metric(b)``, each averaged over its generator
+        runs: the test reports paired (the same resamples), the runs of each drawn on their
+        own (None when the metric is unavailable)."""
+        sa, sb = self.scores[a].statistics(metric), self.scores[b].statistics(metric)
         if sa is None or sb is None:
             return None
-        return bootstrap_difference(sa, sb, len(self.references), samples=samples, seed=seed)
+        return bootstrap_difference_runs(sa, sb, len(self.references), samples=samples, seed=seed)
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for ``results/<preset>/07_report_generation.json``."""
@@ -223,20 +225,20 @@ def _device(cfg: Config) -> tuple[torch.device, str]:
 
 def _train_side_by_side(
     cfg: Config,
-    encoders: Mapping[str, Any],
-    plan: Any,
+    items: list[tuple[str, Callable[[], dict[str, Any]]]],
     seqs: list,
     n_train: int,
-    fit_kwargs: Any,
     dev: torch.device,
 ) -> set[str]:
     """Train the generators that are not cached yet side by side, one process each
     (:mod:`raddino_lib.lanes`), when :func:`~raddino_lib.lanes.lanes_for` allows two or more
-    at a time and two or more are missing; returns their names (empty: none trained here, the
-    caller trains them one by one). Each generator's untrained model (the text prior's copy
-    with a fresh projector), training tokens and fit arguments are written next to its cache
-    folder first (:func:`~raddino_lib.report.train.write_fit_inputs`), so a side process
-    trains exactly the model the notebook would have.
+    at a time and two or more are missing; returns their labels (empty: none trained here, the
+    caller trains them one by one). ``items`` are ``(label, plan)`` with ``plan()`` giving one
+    generator's plan (``folder``, ``key``, ``build``, ``feats``, ``fit_kwargs``). Each missing
+    generator's untrained model (the text prior's copy with a fresh projector), training
+    tokens and fit arguments are written next to its cache folder first
+    (:func:`~raddino_lib.report.train.write_fit_inputs`), so a side process trains exactly the
+    model the notebook would have.
 
     On this book's 2-core CPU a report-generator step (batch 16, a 4-layer decoder of width
     128) keeps two threads far from busy, so two generators on one thread each finish sooner
@@ -249,20 +251,25 @@ def _train_side_by_side(
         return set()
     attn = small_lm_attention(dev) if cfg.rg_lm in SMALL_LMS else None
     jobs: dict[str, Job] = {}
-    for name, enc in encoders.items():
-        p = plan(name, enc)
+    for label, plan in items:
+        p = plan()
         if generator_done(p["folder"], p["key"]):
             continue
-        kw = fit_kwargs(p["key"]["steps"], name)
+        kw = p["fit_kwargs"]
         write_fit_inputs(p["folder"], p["key"], p["build"](), p["feats"][:n_train], seqs, kw,
                          attn_implementation=attn)  # fmt: skip
-        jobs[name] = Job("report", cfg, p["folder"], n_steps=kw["steps"])
+        jobs[label] = Job("report", cfg, p["folder"], n_steps=kw["steps"])
     if len(jobs) < 2:  # nothing to pair: the caller trains it here
         for job in jobs.values():
             shutil.rmtree(fit_inputs_dir(job.run_dir), ignore_errors=True)
         return set()
     train_side_by_side(list(jobs.values()), lanes=lanes, progress=cfg.progress)
     return set(jobs)
+
+
+def run_label(name: str, run: int) -> str:
+    """The label of an encoder's generator run (``name`` for the first run)."""
+    return name if run == 0 else f"{name} (run {run + 1})"
 
 
 def run_report_generation(
@@ -295,6 +302,10 @@ def run_report_generation(
             f"report generation needs frontal images with a findings section in the train and "
             f"test splits; found {len(train)} and {len(test)}"
         )
+    if cfg.rg_runs < 1:
+        raise ValueError(
+            f"rg_runs must be at least 1 (generator runs per encoder), got {cfg.rg_runs}"
+        )
     template = get_template(cfg.rg_template)
     tok = make_tokenizer(cfg, train["findings"].tolist())
     prompt = prompt_ids(tok, template)
@@ -320,20 +331,20 @@ def run_report_generation(
             )  # fmt: skip
         return load_lm(cfg.rg_lm, dtype=lm_dtype)
 
-    def _fit_kwargs(n_steps: int, name: str) -> dict[str, Any]:
+    def _fit_kwargs(n_steps: int, name: str, seed: int) -> dict[str, Any]:
         """:func:`fit_generator`'s arguments besides model, data and resuming (JSON values)."""
         return dict(
             pad_id=int(pad_id), steps=int(n_steps), batch_size=cfg.rg_batch_size, lr=cfg.rg_lr,
             warmup_ratio=cfg.rg_warmup, weight_decay=cfg.rg_weight_decay,
-            micro_batch=cfg.rg_micro_batch, seed=cfg.seed, device=str(dev), precision=prec,
+            micro_batch=cfg.rg_micro_batch, seed=seed, device=str(dev), precision=prec,
             grad_ckpt=cfg.rg_grad_ckpt, checkpoint_every=cfg.rg_checkpoint_every, desc=name,
         )  # fmt: skip
 
-    def _fitter(f_train: torch.Tensor, n_steps: int, key: dict, name: str):
+    def _fitter(f_train: torch.Tensor, key: dict, kwargs: dict[str, Any]):
         def fit(model: ReportGenerator, resume: Path):
             return fit_generator(
                 model, f_train, seqs, resume_path=resume, resume_key=key,
-                progress=cfg.progress, **_fit_kwargs(n_steps, name),
+                progress=cfg.progress, **kwargs,
             )  # fmt: skip
 
         return fit
@@ -377,7 +388,8 @@ def run_report_generation(
 
             n_tok = slot["summary"]["tokens"]
             blank = torch.zeros(len(train), n_tok, 1, dtype=torch.float16)  # [N, T, 1]
-            fit = _fitter(blank, prior_steps(cfg), slot["key"], "text prior")
+            fit = _fitter(blank, slot["key"],
+                          _fit_kwargs(prior_steps(cfg), "text prior", cfg.seed))  # fmt: skip
             model, info = cached_generator(slot["folder"], slot["key"], build, fit, dtype=None)
             slot["model"] = model.to("cpu")
             fit_info = info.get("fit", {})
@@ -388,8 +400,9 @@ def run_report_generation(
             prior_time[0] += time.perf_counter() - t
         return slot["model"].lm
 
-    def _plan(name: str, enc: Any) -> dict[str, Any]:
-        """One encoder's generator: its pooled patch tokens, key, cache folder and builder."""
+    def _plan(name: str, enc: Any, run: int = 0) -> dict[str, Any]:
+        """One encoder's generator of run ``run`` (seed ``cfg.seed + run``): its pooled patch
+        tokens, key, cache folder, builder and fit arguments."""
         feats = patch_tokens(enc, root, rows, cfg)  # [N_train + N_test, T, D] float16
         feats = pool_tokens(feats, cfg.rg_token_pool)  # [N, T / pool^2, D]
         n_tok, d_vis = int(feats.shape[1]), int(feats.shape[2])
@@ -399,6 +412,9 @@ def run_report_generation(
             **base_key, "train": train_fields(cfg), "encoder": enc.identity(), "tokens": n_tok,
             "d_vision": d_vis, "steps": steps, "max_positions": max_pos,
         }  # fmt: skip
+        if run:  # the first run keeps the key it had before runs existed
+            key["run"] = run
+        seed = cfg.seed + run
 
         prior = _prior_slot(n_tok, max_pos) if use_prior else None
         if prior is not None:
@@ -407,9 +423,9 @@ def run_report_generation(
         def build() -> ReportGenerator:
             if prior is not None:  # a copy of the text prior's LM (trained on first use)
                 lm = copy.deepcopy(_prior_lm(prior))
-                torch.manual_seed(cfg.seed)  # the projector's init, as without a prior
+                torch.manual_seed(seed)  # the projector's init, as without a prior
             else:
-                torch.manual_seed(cfg.seed)
+                torch.manual_seed(seed)
                 lm = new_lm(max_pos)
             d_lm = int(lm.get_input_embeddings().embedding_dim)
             return ReportGenerator(Projector(d_vis, d_lm), lm)
@@ -418,32 +434,57 @@ def run_report_generation(
             "feats": feats, "n_tok": n_tok, "d_vis": d_vis, "prefix": prefix,
             "max_pos": max_pos, "key": key, "prior": prior, "build": build,
             "folder": generator_dir(cfg.preset, name, key),
+            "fit_kwargs": _fit_kwargs(steps, run_label(name, run), seed),
         }  # fmt: skip
 
-    side = _train_side_by_side(cfg, encoders, _plan, seqs, len(train), _fit_kwargs, dev)
+    runs = range(cfg.rg_runs)
+    items = [(run_label(n, r), lambda n=n, e=e, r=r: _plan(n, e, r))
+             for n, e in encoders.items() for r in runs]  # fmt: skip
+    side = _train_side_by_side(cfg, items, seqs, len(train), dev)
 
     table, generated, scores, training = [], {}, {}, {}
     for name, enc in tqdm(encoders.items(), desc="report generation", disable=not cfg.progress):
         t0, p0 = time.perf_counter(), prior_time[0]
         desc = enc.describe()
-        plan = _plan(name, enc)
-        feats, n_tok, d_vis, prefix = plan["feats"], plan["n_tok"], plan["d_vis"], plan["prefix"]
-        max_pos, key, prior, folder = plan["max_pos"], plan["key"], plan["prior"], plan["folder"]
-        f_train, f_test = feats[: len(train)], feats[len(train) :]
-        fit = _fitter(f_train, steps, key, name)
-        model, info = cached_generator(folder, key, plan["build"], fit, dtype=lm_dtype)
-        if name in side:  # trained just now, in a side process
-            info = {**info, "cached": False}
-        max_new = cfg.rg_max_new_tokens
-        if cfg.rg_lm == "gpt2":  # learned positions: never decode past the table
-            max_new = min(max_new, max_pos - prefix)
-        gen = generate_reports(
-            model, f_test, tok, prompt, max_new_tokens=max_new,
-            batch_size=cfg.rg_gen_batch_size, device=dev, progress=cfg.progress,
-            desc=f"generate {name}",
-        )  # fmt: skip
-        model.to("cpu")
-        sc = score_reports(gen, refs, true=true, classes=classes, rg_er=rg_ok)
+        run_scores, run_info = [], []
+        for r in runs:
+            plan = _plan(name, enc, r)
+            feats, n_tok, d_vis = plan["feats"], plan["n_tok"], plan["d_vis"]
+            prefix, max_pos, key = plan["prefix"], plan["max_pos"], plan["key"]
+            prior, folder = plan["prior"], plan["folder"]
+            f_train, f_test = feats[: len(train)], feats[len(train) :]
+            fit = _fitter(f_train, key, plan["fit_kwargs"])
+            model, info = cached_generator(folder, key, plan["build"], fit, dtype=lm_dtype)
+            label = run_label(name, r)
+            if label in side:  # trained just now, in a side process
+                info = {**info, "cached": False}
+            max_new = cfg.rg_max_new_tokens
+            if cfg.rg_lm == "gpt2":  # learned positions: never decode past the table
+                max_new = min(max_new, max_pos - prefix)
+            gen = generate_reports(
+                model, f_test, tok, prompt, max_new_tokens=max_new,
+                batch_size=cfg.rg_gen_batch_size, device=dev, progress=cfg.progress,
+                desc=f"generate {label}",
+            )  # fmt: skip
+            model.to("cpu")
+            run_scores.append(score_reports(gen, refs, true=true, classes=classes, rg_er=rg_ok))
+            if r == 0:
+                generated[name] = gen
+            fit_info = info.get("fit", {})
+            run_info.append({
+                "run": r, "seed": plan["fit_kwargs"]["seed"], "cached": info.get("cached", False),
+                "steps": fit_info.get("steps"), "from_prior": prior is not None,
+                "side_process": label in side, "train_seconds": fit_info.get("seconds"),
+                "tokens_per_s": fit_info.get("tokens_per_s"),
+                "losses": fit_info.get("losses", []), "folder": str(folder),
+                "lm_params_m": round(sum(p.numel() for p in model.lm.parameters()) / 1e6, 3),
+                "projector_params_m": round(
+                    sum(p.numel() for p in model.projector.parameters()) / 1e6, 3),
+                "max_new_tokens": max_new,
+                "mean_generated_words": float(np.mean([len(g.split()) for g in gen])),
+            })  # fmt: skip
+            del model, feats
+        sc = RunScores(run_scores)
         iv: dict[str, Interval | None] = sc.intervals(samples=cfg.rg_bootstrap, seed=cfg.seed)
         row: dict[str, Any] = {
             "encoder": name, "image_size": desc["image_size"], "patch_size": desc["patch_size"],
@@ -455,22 +496,16 @@ def run_report_generation(
             row[f"{m}_hi"] = v.hi if v is not None else None
             row[f"{m}_point"] = v.point if v is not None else None
         table.append(row)
-        generated[name], scores[name] = gen, sc
-        fit_info = info.get("fit", {})
+        scores[name] = sc
+        # the first run's facts at the top level (as before runs existed), every run's below;
+        # seconds: the encoder's own time (a text prior trained on the way is in
+        # setup.text_prior), all runs
         training[name] = {
-            "cached": info.get("cached", False), "steps": fit_info.get("steps"),
-            "from_prior": prior is not None, "side_process": name in side,
-            "train_seconds": fit_info.get("seconds"), "tokens_per_s": fit_info.get("tokens_per_s"),
-            "losses": fit_info.get("losses", []), "folder": str(folder),
-            "lm_params_m": round(sum(p.numel() for p in model.lm.parameters()) / 1e6, 3),
-            "projector_params_m": round(
-                sum(p.numel() for p in model.projector.parameters()) / 1e6, 3),
-            # the encoder's own time (a text prior trained on the way is in setup.text_prior)
+            **{k: v for k, v in run_info[0].items() if k not in ("run", "seed")},
             "seconds": round(time.perf_counter() - t0 - (prior_time[0] - p0), 2),
-            "max_new_tokens": max_new,
-            "mean_generated_words": float(np.mean([len(g.split()) for g in gen])),
+            "runs": run_info,
+            "run_values": {m: sc.values(m) for m in METRICS if sc.values(m) is not None},
         }  # fmt: skip
-        del model, feats
     info = {
         "setup": {
             "n_train": len(train), "n_test": len(test), "template": template.name,
@@ -479,6 +514,7 @@ def run_report_generation(
             "prior_steps": prior_steps(cfg),
             "text_prior": {str(k): v["summary"] for k, v in priors.items()},
             "precision": prec, "bootstrap": cfg.rg_bootstrap, "seed": cfg.seed,
+            "runs": cfg.rg_runs,
             "mean_reference_words": float(np.mean([len(r.split()) for r in refs])),
         },
         "macro_f1_classes": [CHEXBERT_14[i] for i in classes],

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from raddino_lib.environ import temporary_env
-from raddino_lib.eval.bootstrap import Interval, bootstrap
+from raddino_lib.eval.bootstrap import Interval, bootstrap, bootstrap_runs
 from raddino_lib.text.labeller import CHEXBERT_14, label_reports_chexbert
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "METRICS",
     "METRIC_LABELS",
     "ReportScores",
+    "RunScores",
     "bleu4_from_stats",
     "bleu_stats",
     "chexbert_positive",
@@ -227,6 +228,69 @@ class ReportScores:
     def per_class(self) -> dict[str, float]:
         """F1 per CheXbert class on all reports (nan: no positive in either)."""
         return dict(zip(CHEXBERT_14, per_class_f1(self.pred, self.true).tolist(), strict=True))
+
+
+@dataclass
+class RunScores:
+    """One encoder's :class:`ReportScores` over several generator training runs (seeds) on the
+    same test reports.
+
+    Metrics are averaged over the runs; their intervals resample the runs as well as the
+    reports (:func:`~raddino_lib.eval.bootstrap.bootstrap_runs`), so they cover the training
+    as well as the test sampling. ``true`` is the references' (shared); ``pred`` is the first
+    run's (the run whose reports the chapter shows).
+    """
+
+    runs: list[ReportScores]
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise ValueError("RunScores needs at least one run's ReportScores")
+        if len({len(r) for r in self.runs}) != 1:
+            raise ValueError(
+                f"the runs scored different numbers of reports: {[len(r) for r in self.runs]}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.runs[0])
+
+    @property
+    def true(self) -> np.ndarray:
+        return self.runs[0].true
+
+    @property
+    def pred(self) -> np.ndarray:
+        return self.runs[0].pred
+
+    def statistics(self, metric: str) -> list[Callable[[np.ndarray], float]] | None:
+        """Every run's ``idx -> value in percent`` (None: the metric is unavailable)."""
+        stats = [r.statistic(metric) for r in self.runs]
+        return None if any(s is None for s in stats) else stats  # type: ignore[return-value]
+
+    def values(self, metric: str) -> list[float] | None:
+        """Every run's value on all reports (None: unavailable)."""
+        stats = self.statistics(metric)
+        return None if stats is None else [s(np.arange(len(self))) for s in stats]
+
+    def intervals(self, *, samples: int = 500, seed: int = 0) -> dict[str, Interval | None]:
+        """Run-averaged value and 95% interval of every metric over ``samples`` resamples of
+        the reports and the runs (None: RG_ER unavailable)."""
+        out: dict[str, Interval | None] = {}
+        for m in METRICS:
+            stats = self.statistics(m)
+            out[m] = (
+                None if stats is None
+                else bootstrap_runs(stats, len(self), samples=samples, seed=seed)
+            )  # fmt: skip
+        return out
+
+    def per_class(self) -> dict[str, float]:
+        """F1 per CheXbert class, the mean over runs (nan: no positive in any run or reference)."""
+        per = np.array([list(r.per_class().values()) for r in self.runs], dtype=float)
+        with np.errstate(all="ignore"):
+            valid = np.isfinite(per).any(0)
+            mean = np.where(valid, np.nanmean(np.where(valid, per, 0.0), 0), np.nan)
+        return dict(zip(CHEXBERT_14, mean.tolist(), strict=True))
 
 
 def score_reports(

@@ -67,7 +67,7 @@ REPORT_VERSION = "1"
 # rg_* fields that only change evaluation, never the trained weights.
 _EVAL_ONLY_RG = frozenset(
     {"rg_max_test", "rg_bootstrap", "rg_gen_batch_size", "rg_examples", "rg_max_new_tokens",
-     "rg_checkpoint_every"}
+     "rg_checkpoint_every", "rg_runs"}  # rg_runs: each run's key carries its own "run"
 )  # fmt: skip
 
 
