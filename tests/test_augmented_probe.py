@@ -222,3 +222,28 @@ def test_bad_arguments(vit):
         call(labels=labels.assign(square=labels["square"] * 2))
     with pytest.raises(ValueError, match="lack the columns"):
         augmented_probe(vit, ".", pd.DataFrame({"path": []}), ["square"])
+
+
+def test_training_views_use_the_base_features_weights(vit, monkeypatch):
+    """Under bf16 the augmented training views go through the same bf16-parameter copy as
+    embed_array's validation and test features: un-augmented, they are those features."""
+    import raddino_lib.eval.augmented_probe as ap
+    from raddino_lib.eval.embed import embed_array
+
+    imgs, labels, split, subjects = _toy(64)
+    made = []
+
+    class Spy(ap._Views):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(ap, "_Views", Spy)
+    augmented_probe_arrays(vit, imgs, labels, split, subjects, seeds=(0,), epochs=1,
+                           lr=1e-2, batch_size=32, progress=False, precision="bf16",
+                           embed_batch_size=64)  # fmt: skip
+    rows = torch.arange(64)
+    got = made[0](rows, None, torch.Generator().manual_seed(0)).numpy()
+    base = probe_features(embed_array(vit, imgs, batch_size=64, precision="bf16"), "cls+mean")
+    assert np.array_equal(got, base)
+    assert all(p.dtype == torch.float32 for p in vit.parameters())  # the caller's stays fp32

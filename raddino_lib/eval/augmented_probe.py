@@ -337,7 +337,7 @@ def augmented_probe_arrays(
         ``best_epoch`` (finding -> selected epoch per seed), ``seconds_setup`` and
         ``seconds_per_epoch`` (all seeds of one epoch).
     """
-    from raddino_lib.eval.embed import embed_array, probe_features
+    from raddino_lib.eval.embed import bf16_copy, embed_array, probe_features
     from raddino_lib.ssl.train import resolve_device, resolve_precision
 
     t0 = time.perf_counter()
@@ -398,8 +398,11 @@ def augmented_probe_arrays(
         base = np.asarray(base_features, dtype=np.float64)
         if base.ndim != 2 or len(base) != n:
             raise ValueError(f"base_features must be [N={n}, 2D], got {base.shape}")
-        if isinstance(enc, ViTEncoder):  # as embed_array: blocked plain on CPU, fused on GPU
-            enc.backbone.set_fused_attention(dev.type == "cuda")
+        # the training views through the same weights as embed_array's base features: a
+        # bf16-parameter copy under bf16, so that training and test features match
+        views_enc = bf16_copy(enc) if bf16 else enc
+        if isinstance(views_enc, ViTEncoder):  # as embed_array: blocked on CPU, fused on GPU
+            views_enc.backbone.set_fused_attention(dev.type == "cuda")
         mu = base[tr].mean(0)
         sd = base[tr].std(0)
         sd = np.where(sd < 1e-8 * np.maximum(1.0, np.abs(mu)), 1.0, sd)  # as StandardScaler
@@ -417,7 +420,7 @@ def augmented_probe_arrays(
         train_rows = torch.from_numpy(tr_idx)  # positions in the full arrays
         y_tr = torch.tensor(yc[tr], dtype=torch.float32, device=dev)
         x_tr_plain = stand(base[tr]) if augment is None else None
-        views = _Views(enc, torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32)),
+        views = _Views(views_enc, torch.from_numpy(np.ascontiguousarray(imgs, dtype=np.float32)),
                        dev, bf16)  # fmt: skip
         dim = base.shape[1]
 
