@@ -461,8 +461,13 @@ def test_generator_runs_train_with_their_own_seeds(tmp_path, monkeypatch) -> Non
     real_fit = rx.fit_generator
     spy = lambda *a, **kw: calls.append(kw["seed"]) or real_fit(*a, **kw)  # noqa: E731
     monkeypatch.setattr(rx, "fit_generator", spy)
+    reads: list[str] = []
+    real_tokens = rx.patch_tokens
+    tokens_spy = lambda enc, *a: reads.append(enc.name) or real_tokens(enc, *a)  # noqa: E731
+    monkeypatch.setattr(rx, "patch_tokens", tokens_spy)
     two = rx.run_report_generation(replace(cfg, rg_runs=2), encs)
     assert calls == [cfg.seed + 1, cfg.seed + 1]  # run 1 of a and of b; run 0s are cached
+    assert reads == ["a", "b"]  # each encoder's tokens read once for both runs
     assert two.generated == one.generated and two.info["setup"]["runs"] == 2
     for n in encs:
         t = two.info["training"][n]

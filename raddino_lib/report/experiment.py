@@ -400,11 +400,21 @@ def run_report_generation(
             prior_time[0] += time.perf_counter() - t
         return slot["model"].lm
 
+    last_tokens: dict[str, Any] = {}  # the last encoder's pooled tokens (runs come in a row)
+
+    def _tokens(name: str, enc: Any) -> torch.Tensor:
+        """``[N_train + N_test, T / pool^2, D]`` float16 pooled patch tokens of one encoder,
+        read once for all its runs."""
+        if last_tokens.get("name") != name:
+            last_tokens.clear()
+            feats = patch_tokens(enc, root, rows, cfg)  # [N, T, D]
+            last_tokens.update(name=name, feats=pool_tokens(feats, cfg.rg_token_pool))
+        return last_tokens["feats"]
+
     def _plan(name: str, enc: Any, run: int = 0) -> dict[str, Any]:
         """One encoder's generator of run ``run`` (seed ``cfg.seed + run``): its pooled patch
         tokens, key, cache folder, builder and fit arguments."""
-        feats = patch_tokens(enc, root, rows, cfg)  # [N_train + N_test, T, D] float16
-        feats = pool_tokens(feats, cfg.rg_token_pool)  # [N, T / pool^2, D]
+        feats = _tokens(name, enc)
         n_tok, d_vis = int(feats.shape[1]), int(feats.shape[2])
         prefix = len(prompt) - 1 + n_tok
         max_pos = prefix + cfg.rg_max_report_tokens + 1
@@ -484,6 +494,7 @@ def run_report_generation(
                 "mean_generated_words": float(np.mean([len(g.split()) for g in gen])),
             })  # fmt: skip
             del model, feats
+        last_tokens.clear()
         sc = RunScores(run_scores)
         iv: dict[str, Interval | None] = sc.intervals(samples=cfg.rg_bootstrap, seed=cfg.seed)
         row: dict[str, Any] = {
