@@ -173,28 +173,52 @@ def matmul_peak(
     flops_per_shape: float = 2e11,
     shapes: tuple[tuple[int, int, int], ...] = PEAK_SHAPES,
 ) -> dict[str, Any]:
-    """The CPU's bf16 matmul peak: the best FLOP/s of ``F.linear`` (``[M, K] x [N, K]^T``, as
-    ``nn.Linear`` runs) over ``shapes``, each timed best of three over about
-    ``flops_per_shape`` FLOPs. Returns ``peak`` (FLOP/s) and ``by_shape`` (TFLOP/s)."""
-    by_shape = {}
-    for m, k, n in shapes:
-        a, w = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
-        iters = max(1, round(flops_per_shape / (2 * m * k * n)))
-        torch.nn.functional.linear(a, w)  # warm up
-        s = _timed(lambda a=a, w=w, iters=iters: [torch.nn.functional.linear(a, w)
-                                                   for _ in range(iters)], repeat=3)  # fmt: skip
-        by_shape[f"{m}x{k}x{n}"] = 2 * m * k * n * iters / s
+    """The CPU's bf16 matmul peak: the best FLOP/s over ``shapes`` of ``F.linear``
+    (``[M, K] x [N, K]^T``, as ``nn.Linear`` runs) and, where this torch has it, of oneDNN's
+    linear on a packed weight (``mkldnn._linear_pointwise``, as the library's inference copies
+    run; 5-10% faster here), each timed best of three over about ``flops_per_shape`` FLOPs,
+    with freed memory reused (:mod:`raddino_lib.allocator`). Returns ``peak`` (FLOP/s) and
+    ``by_shape`` (TFLOP/s, ``F.linear`` and ``packed`` per shape)."""
+    from raddino_lib.allocator import reuse_freed_memory
+    from raddino_lib.models.packed import packed_linear_supported
+
+    kernels = {"F.linear": lambda a, w: torch.nn.functional.linear(a, w)}
+    if packed_linear_supported():
+        lp = torch.ops.mkldnn._linear_pointwise
+        kernels["packed"] = lambda a, w: lp(a, w, None, "none", [], "")
+    by_shape: dict[str, dict[str, float]] = {}
+    with reuse_freed_memory():
+        for m, k, n in shapes:
+            a, w = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
+            iters = max(1, round(flops_per_shape / (2 * m * k * n)))
+            row = by_shape.setdefault(f"{m}x{k}x{n}", {})
+            for name, fn in kernels.items():
+                wk = torch.ops.mkldnn._reorder_linear_weight(w) if name == "packed" else w
+                fn(a, wk)  # warm up
+
+                def run(fn=fn, wk=wk, a=a, iters=iters) -> None:
+                    for _ in range(iters):
+                        fn(a, wk)
+
+                s = _timed(run, repeat=3)
+                row[name] = 2 * m * k * n * iters / s
     return {
-        "peak": max(by_shape.values()),
-        "by_shape": {k: round(v / 1e12, 3) for k, v in by_shape.items()},
+        "peak": max(v for row in by_shape.values() for v in row.values()),
+        "by_shape": {
+            s: {k: round(v / 1e12, 3) for k, v in row.items()} for s, row in by_shape.items()
+        },  # fmt: skip
     }
 
 
 def _op_group(name: str) -> str:
-    """The group of an aten op name: attention (its matmuls and softmax), linear, conv or other."""
-    if "scaled_dot_product" in name or "bmm" in name or "softmax" in name:
+    """The group of an op name: attention (its matmuls and softmax), linear, conv or other.
+
+    Every linear layer of the ViT has a bias, so it runs ``addmm`` (or oneDNN's fused linear,
+    ``mkldnn::_linear_pointwise``, in the packed inference copy); the bias-free 2-D ``mm`` calls
+    are the blocked attention's one-head matmuls (``q k^T`` and ``attn v``)."""
+    if any(k in name for k in ("scaled_dot_product", "bmm", "softmax", "aten::mm", "aten.mm")):
         return "attention"
-    if any(k in name for k in ("addmm", "aten::mm", "aten.mm", "linear")):
+    if "addmm" in name or "linear" in name:
         return "linear"
     if "conv" in name:
         return "conv"
@@ -236,6 +260,7 @@ def op_seconds(fn) -> dict[str, float]:
 
 
 def bench_mfu(quick: bool) -> dict[str, Any]:
+    from raddino_lib.allocator import reuse_freed_memory
     from raddino_lib.config import make_config
     from raddino_lib.eval.embed import bf16_copy
     from raddino_lib.models.backbone import ViTBackbone, spec_from_config
@@ -251,8 +276,14 @@ def bench_mfu(quick: bool) -> dict[str, Any]:
     batch = 1 if quick else 4
     x = torch.randn(batch, 3, spec.image_size, spec.image_size)
     flops = vit_forward_flops(model, x)
-    model = bf16_copy(model)  # as embed_array runs bf16: bf16 parameters under autocast
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    # as embed_array runs bf16: bf16 parameters (linear layers packed, bias and GELU fused)
+    # under autocast, freed memory reused
+    model = bf16_copy(model)
+    with (
+        torch.inference_mode(),
+        torch.autocast("cpu", dtype=torch.bfloat16),
+        reuse_freed_memory(),
+    ):
         model(x)
         s = _timed(lambda: model(x), repeat=2 if quick else 3)
         split = op_seconds(lambda: model(x))

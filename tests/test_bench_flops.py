@@ -43,6 +43,8 @@ def test_forward_flops_match_the_vit_formula_on_every_attention_path(monkeypatch
 def test_op_groups() -> None:
     assert _op_group("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
     assert _op_group("aten.bmm") == "attention" and _op_group("aten::_softmax") == "attention"
-    assert _op_group("aten::addmm") == "linear" and _op_group("aten.mm") == "linear"
+    assert _op_group("aten::addmm") == "linear" and _op_group("aten.addmm") == "linear"
+    assert _op_group("mkldnn::_linear_pointwise") == "linear"
+    assert _op_group("aten.mm") == "attention" and _op_group("aten::mm") == "attention"
     assert _op_group("aten::mkldnn_convolution") == "conv"
     assert _op_group("aten::gelu") == "other"

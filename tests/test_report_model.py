@@ -485,5 +485,10 @@ def test_generator_runs_train_with_their_own_seeds(tmp_path, monkeypatch) -> Non
             one.table.set_index("encoder").loc[n, "rouge_l_point"]
         )
     assert two.difference("a", "b", "rouge_l", samples=20) is not None
+    # image tokens of another embedding-cache version: each generator retrains
+    calls.clear()
+    monkeypatch.setattr("raddino_lib.eval.cache.CACHE_VERSION", "next")
+    rx.run_report_generation(cfg, encs)
+    assert calls == [cfg.seed, cfg.seed]
     with pytest.raises(ValueError, match="rg_runs must be at least 1"):
         rx.run_report_generation(replace(cfg, rg_runs=0), encs)

@@ -470,6 +470,12 @@ def test_trained_models_come_back_from_the_cache(tmp_path, monkeypatch) -> None:
     with pytest.raises(AssertionError, match="must not embed"):
         more = dataclasses.replace(cfg, seg_steps=5)
         ex.run_segmentation(more, views, enc, rows, example_rows=ex_rows, unet=False)
+    # features of another embedding-cache version make another model: the head retrains
+    import raddino_lib.seg.cache as sc
+
+    monkeypatch.setattr(sc, "EMBEDDING_VERSION", "next")
+    with pytest.raises(AssertionError, match="must not embed"):
+        ex.run_segmentation(cfg, views, enc, rows, example_rows=ex_rows, unet=False)
     monkeypatch.undo()
     monkeypatch.setenv("RADDINO_CACHE", str(tmp_path / "cache"))
     for f in (tmp_path / "cache" / "seg").glob("*.safetensors"):

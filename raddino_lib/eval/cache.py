@@ -42,7 +42,10 @@ __all__ = [
 
 # Bump when what embed_array computes changes (invalidates every cached embedding).
 # 2: bf16 runs a copy with bf16 parameters (not fp32 ones under autocast), blocked attention
-CACHE_VERSION = "2"
+# 3: that copy's linear layers run oneDNN on packed weights, bias and MLP GELU fused
+# (models.packed). Caches of models trained on embeddings (seg.cache, report generators) key on
+# this version too.
+CACHE_VERSION = "3"
 
 
 class CacheRebuildWarning(UserWarning):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from raddino_lib.allocator import reuse_freed_memory
 from raddino_lib.models.backbone import ViTBackbone
 from raddino_lib.models.registry import Encoder, ViTEncoder
 
@@ -79,24 +80,26 @@ def embed_array(
     for i in layers:
         out[f"layer_{i}"] = []
     try:
-        for i in tqdm(
-            range(0, len(images), batch_size),
-            desc=f"embed {getattr(enc, 'name', '')}".strip(),
-            disable=not progress,
-            leave=False,
-        ):
-            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).float()
-            x = x.unsqueeze(1).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=prec == "bf16"):
-                res = run.encode(x, layers)
-            patches = res.patches.float()  # [B, h, w, D]
-            out["cls"].append(res.cls.float().cpu().numpy())
-            out["mean_patch"].append(patches.mean((1, 2)).cpu().numpy())
-            if grid > 0:
-                pooled = F.adaptive_avg_pool2d(patches.permute(0, 3, 1, 2), grid)
-                out["grid"].append(pooled.permute(0, 2, 3, 1).reshape(len(x), -1).cpu().numpy())
-            for li, t in zip(layers, res.layers, strict=True):
-                out[f"layer_{li}"].append(t.to(torch.float16).cpu().numpy())
+        # large activations are reused, not page-faulted anew each batch (raddino_lib.allocator)
+        with reuse_freed_memory():
+            for i in tqdm(
+                range(0, len(images), batch_size),
+                desc=f"embed {getattr(enc, 'name', '')}".strip(),
+                disable=not progress,
+                leave=False,
+            ):
+                x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])).float()
+                x = x.unsqueeze(1).to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=prec == "bf16"):
+                    res = run.encode(x, layers)
+                patches = res.patches.float()  # [B, h, w, D]
+                out["cls"].append(res.cls.float().cpu().numpy())
+                out["mean_patch"].append(patches.mean((1, 2)).cpu().numpy())
+                if grid > 0:
+                    pooled = F.adaptive_avg_pool2d(patches.permute(0, 3, 1, 2), grid)
+                    out["grid"].append(pooled.permute(0, 2, 3, 1).reshape(len(x), -1).cpu().numpy())
+                for li, t in zip(layers, res.layers, strict=True):
+                    out[f"layer_{li}"].append(t.to(torch.float16).cpu().numpy())
     finally:
         enc.train(was_training)
     return {k: np.concatenate(v) for k, v in out.items()}
@@ -105,13 +108,23 @@ def embed_array(
 def bf16_copy(enc: M) -> M:
     """A copy of ``enc`` (same device, eval mode) whose floating parameters are bf16; buffers
     (normalisation constants) stay as they are. The caller's module is not touched. Run it
-    under bf16 autocast, which casts the (fp32) input to the first layer."""
+    under bf16 autocast, which casts the (fp32) input to the first layer.
+
+    Its linear layers are :class:`~raddino_lib.models.packed.PackedLinear` where this torch has
+    oneDNN's fused linear op: on CPU without gradients, packed weights with the bias and an
+    MLP's GELU fused (ViT-B/14 at 518 px on the project's host, freed memory reused, best of
+    four interleaved rounds: 0.457 -> 0.425 s/img at batch 8, 0.462 -> 0.425 at batch 4; CLS
+    cosine to fp32 0.999997 either way); elsewhere ``F.linear`` as before."""
     import copy
+
+    from raddino_lib.models.packed import pack_linears, packed_linear_supported
 
     run = copy.deepcopy(enc)
     for p in run.parameters():
         if p.is_floating_point():
             p.data = p.data.to(torch.bfloat16)
+    if packed_linear_supported():
+        pack_linears(run)
     return run.eval()
 
 

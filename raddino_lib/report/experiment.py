@@ -291,6 +291,7 @@ def run_report_generation(
     """
     from raddino_lib.data.datasets import dataset_dir
     from raddino_lib.data.records import load_records
+    from raddino_lib.eval.cache import CACHE_VERSION as EMBEDDING_VERSION
     from raddino_lib.eval.cache import dataset_key
 
     root = Path(root) if root is not None else dataset_dir(cfg)
@@ -421,6 +422,7 @@ def run_report_generation(
         key = {
             **base_key, "train": train_fields(cfg), "encoder": enc.identity(), "tokens": n_tok,
             "d_vision": d_vis, "steps": steps, "max_positions": max_pos,
+            "embedding_version": EMBEDDING_VERSION,  # its image tokens come from embed_array
         }  # fmt: skip
         if run:  # the first run keeps the key it had before runs existed
             key["run"] = run

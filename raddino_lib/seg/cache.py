@@ -24,6 +24,7 @@ import numpy as np
 
 from raddino_lib.atomic import atomic_save
 from raddino_lib.config import Config
+from raddino_lib.eval.cache import CACHE_VERSION as EMBEDDING_VERSION
 from raddino_lib.eval.cache import array_digest, cache_file
 
 __all__ = [
@@ -84,6 +85,7 @@ def model_key(
     seg = {k: v for k, v in cfg.to_dict().items() if k.startswith("seg_") and k != "seg_cache"}
     return {
         "version": SEG_CACHE_VERSION,
+        "embedding_version": EMBEDDING_VERSION,  # the encoders' features come from embed_array
         "encoder": encoder,
         "head": head,
         "tasks": list(tasks),
