@@ -119,6 +119,11 @@ def _check_04(r: dict) -> None:
         for row in by_var.values():
             assert 0.0 <= row["acc_mean"] <= 1.0 and 0.0 < row["chance"] <= 1.0
     assert r["subset"]["n_images"] > 0
+    assert r["claims"]  # image-paired, subject-resampled verdicts, consistent with their interval
+    for c in r["claims"]:
+        assert c["lo"] <= c["hi"] and 0 < c["images"] <= r["subset"]["n_images"]
+        want = "held" if c["lo"] > 0 else "did not hold" if c["hi"] < 0 else "inconclusive"
+        assert c["verdict"] == want
 
 
 def _check_05(r: dict) -> None:

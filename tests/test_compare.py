@@ -9,6 +9,7 @@ import pytest
 from raddino_lib.eval.compare import (
     Claim,
     Comparison,
+    accuracy_verdict,
     claims_table,
     compare_encoders,
     paired_verdict,
@@ -59,3 +60,41 @@ def test_compare_encoders_summary_subset_and_claims():
         comp.seed_values("good", "a")
     )
     assert isinstance(comp, Comparison)
+
+
+def test_accuracy_verdict_hand_cases():
+    subj = np.repeat(np.arange(10), 3)  # 10 subjects, 3 images each
+    right, wrong = np.ones(30, int), np.zeros(30, int)
+    v = accuracy_verdict(right, wrong, subj)
+    assert v["verdict"] == "held" and v["diff"] == v["lo"] == v["hi"] == 1.0
+    assert v["n"] == 30 and v["subjects"] == 10
+    assert accuracy_verdict(wrong, right, subj)["verdict"] == "did not hold"
+    same = accuracy_verdict(right, right, subj)
+    assert same["verdict"] == "inconclusive" and same["lo"] == same["hi"] == 0.0
+    # A right on one more image than B out of 30: +1/30, never significant
+    b = right.copy()
+    b[0] = 0
+    v = accuracy_verdict(right, b, subj, samples=500)
+    assert v["diff"] == pytest.approx(1 / 30) and v["lo"] == 0.0 and v["verdict"] == "inconclusive"
+    # unscored images (-1) on either side drop out of both
+    a2, b2 = right.copy(), wrong.copy()
+    a2[:3], b2[3:6] = -1, -1
+    v = accuracy_verdict(a2, b2, subj)
+    assert v["n"] == 24 and v["subjects"] == 8 and v["diff"] == 1.0
+    nothing = accuracy_verdict(-right, -right, subj)
+    assert nothing["verdict"] == "inconclusive" and nothing["n"] == 0
+    with pytest.raises(ValueError, match="one length"):
+        accuracy_verdict(right, right[:-1], subj)
+
+
+def test_accuracy_verdict_resamples_subjects_not_images():
+    # one subject with 20 images all in A's favour, 19 subjects with 1 image and no difference:
+    # +20/39 on the images, but it all rides on one subject, so the interval reaches 0
+    subj = np.concatenate([np.zeros(20, int), np.arange(1, 20)])
+    a = np.ones(39, int)
+    b = np.concatenate([np.zeros(20, int), np.ones(19, int)])
+    v = accuracy_verdict(a, b, subj, samples=2000, seed=0)
+    assert v["diff"] == pytest.approx(20 / 39)
+    assert v["lo"] == 0.0 and v["verdict"] == "inconclusive"
+    # as 39 independent subjects, the same images would hold
+    assert accuracy_verdict(a, b, np.arange(39), samples=2000, seed=0)["verdict"] == "held"

@@ -109,6 +109,28 @@ def test_metadata_probe_paper_bins_and_five_folds():
     assert res.loc["age", "acc_mean"] > 0.85
 
 
+def test_metadata_probe_correct_is_per_image_and_matches_the_folds():
+    rng = np.random.default_rng(2)
+    n = 300
+    age = rng.uniform(20, 90, n)
+    age[::7] = np.nan  # unknown: not scored
+    x = np.stack([np.nan_to_num(age) + rng.normal(0, 8, n), rng.normal(size=n)], 1)
+    res = metadata_probe(x, pd.DataFrame({"age": age}), np.arange(n), variables=("age",),
+                         bins="quantile")  # fmt: skip
+    correct = np.asarray(res.loc["age", "correct"])
+    assert correct.shape == (n,)
+    assert (correct[::7] == -1).all() and set(np.unique(correct[np.isfinite(age)])) <= {0, 1}
+    scored = correct[correct >= 0]
+    assert len(scored) == res.loc["age", "n"]
+    # folds of near-equal size: the pooled accuracy is about the mean of the fold accuracies
+    folds = [res.loc["age", f"fold_{k}"] for k in range(5)]
+    assert scored.mean() == pytest.approx(np.mean(folds), abs=0.01)
+    # a second encoder on the same rows is scored on the same folds: same images scored
+    other = metadata_probe(rng.normal(size=(n, 3)), pd.DataFrame({"age": age}), np.arange(n),
+                           variables=("age",), bins="quantile")  # fmt: skip
+    assert ((np.asarray(other.loc["age", "correct"]) >= 0) == (correct >= 0)).all()
+
+
 def test_metadata_probe_folds_are_grouped_by_subject():
     # Features identify the subject and nothing else; each subject has 4 images with the same
     # sex. Folds that split a subject would let the probe memorise it (accuracy ~1); grouped

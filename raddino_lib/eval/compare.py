@@ -10,6 +10,8 @@
   encoder on the same rows, seeds and training subsets -> :class:`Comparison`.
 * :func:`paired_verdict` -- "held" / "did not hold" / "inconclusive" for "A beats B", from
   the per-seed differences (the seeds share their training subsets across encoders).
+* :func:`accuracy_verdict` -- the same question for two classifiers scored on the same
+  images: a paired bootstrap of the accuracy difference that resamples subjects.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from raddino_lib.models.registry import Encoder, load_encoder
 __all__ = [
     "ENCODER_ROLES",
     "Comparison",
+    "accuracy_verdict",
     "book_encoders",
     "compare_encoders",
     "compare_metadata",
@@ -367,6 +370,56 @@ def paired_verdict(a: np.ndarray, b: np.ndarray, *, share: float = 0.8) -> dict[
         verdict = "inconclusive"
     return {"verdict": verdict, "diff_mean": mean, "diff_std": float(d.std()), "wins": wins,
             "n": n}  # fmt: skip
+
+
+def accuracy_verdict(
+    correct_a: Sequence[int] | np.ndarray,
+    correct_b: Sequence[int] | np.ndarray,
+    subjects: Sequence[object] | np.ndarray,
+    *,
+    samples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Is classifier A more accurate than B on the same images? A paired bootstrap over
+    subjects (all of a drawn subject's images come along, as they share one anatomy).
+
+    Args:
+        correct_a, correct_b: ``[N]`` 1 (right), 0 (wrong) or -1 (not scored) per image, as
+            :func:`~raddino_lib.eval.probe.metadata_probe`'s ``correct``; an image counts
+            where both are scored.
+        subjects: ``[N]`` subject ids.
+
+    Returns:
+        ``{"verdict", "diff", "lo", "hi", "n", "subjects"}``: ``diff`` the accuracy of A minus
+        that of B over the scored images, ``lo`` / ``hi`` its ``level`` interval over
+        ``samples`` subject resamples; "held" when ``lo > 0``, "did not hold" when
+        ``hi < 0``, "inconclusive" otherwise (nothing scored: NaNs, inconclusive).
+    """
+    a, b = np.asarray(correct_a, dtype=int), np.asarray(correct_b, dtype=int)
+    groups = np.asarray(subjects)
+    if not (a.shape == b.shape == groups.shape) or a.ndim != 1:
+        raise ValueError(
+            f"correct_a {a.shape}, correct_b {b.shape} and subjects {groups.shape} must be "
+            "[N] arrays of one length"
+        )
+    ok = (a >= 0) & (b >= 0)
+    _, sid = np.unique(groups[ok], return_inverse=True)
+    k = int(sid.max()) + 1 if ok.any() else 0
+    if k == 0:
+        nan = float("nan")
+        return {"verdict": "inconclusive", "diff": nan, "lo": nan, "hi": nan, "n": 0,
+                "subjects": 0}  # fmt: skip
+    d = np.bincount(sid, weights=(a[ok] - b[ok]).astype(float), minlength=k)  # per subject
+    n = np.bincount(sid, minlength=k).astype(float)
+    idx = np.random.default_rng(seed).integers(0, k, size=(samples, k))
+    diffs = d[idx].sum(1) / n[idx].sum(1)
+    q = (1 - level) / 2
+    lo, hi = (float(v) for v in np.quantile(diffs, [q, 1 - q]))
+    diff = float(d.sum() / n.sum())
+    verdict = "held" if lo > 0 else "did not hold" if hi < 0 else "inconclusive"
+    return {"verdict": verdict, "diff": diff, "lo": lo, "hi": hi, "n": int(n.sum()),
+            "subjects": k}  # fmt: skip
 
 
 @dataclass(frozen=True)

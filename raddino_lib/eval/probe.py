@@ -288,8 +288,12 @@ def metadata_probe(
 
     Returns:
         DataFrame indexed by variable with ``acc_mean, acc_std, chance`` (majority class),
-        ``n``, ``n_classes``, ``counts`` (images per class), ``fold_<k>`` accuracies and
-        ``kinds`` (the feature kind chosen in each fold).
+        ``n``, ``n_classes``, ``counts`` (images per class), ``fold_<k>`` accuracies,
+        ``kinds`` (the feature kind chosen in each fold) and ``correct``: ``[N]`` per row of
+        ``meta``, 1 where the out-of-fold prediction was right, 0 where wrong, -1 where the
+        variable is unknown. The folds depend only on the targets, subjects and ``seed``, so
+        two encoders probed on the same rows are scored on the same folds and ``correct``
+        pairs them image by image (:func:`raddino_lib.eval.compare.accuracy_verdict`).
     """
     kinds = (
         {k: np.asarray(v, dtype=np.float64) for k, v in features.items()}
@@ -310,6 +314,7 @@ def metadata_probe(
         gv = groups[keep]
         counts = np.bincount(y, minlength=2 if var == "sex" else 5)
         accs, chosen = [], []
+        correct = np.full(len(meta), -1, dtype=int)
         cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         for tr, te in cv.split(np.zeros((len(y), 1)), y, gv):
             inner = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=seed)
@@ -329,6 +334,7 @@ def metadata_probe(
             sc = StandardScaler().fit(xv[tr])
             pred = grid_predict(sc.transform(xv[tr]), y[tr], sc.transform(xv[te]), [best_c])[0]
             accs.append(float(np.mean(pred == y[te])))
+            correct[keep[te]] = (pred == y[te]).astype(int)
             chosen.append(best_k)
         rows.append(
             {
@@ -341,6 +347,7 @@ def metadata_probe(
                 "counts": counts.tolist(),
                 **{f"fold_{k}": a for k, a in enumerate(accs)},
                 "kinds": chosen,
+                "correct": correct.tolist(),
             }
         )
     return pd.DataFrame(rows).set_index("variable")
@@ -466,7 +473,8 @@ def cached_finding_probe(
 
 _METADATA_OPTIONS = _keyword_defaults(metadata_probe)
 # Bump when metadata_probe's numbers change for the same inputs.
-METADATA_PROBE_VERSION = 2
+# 3: per-image out-of-fold correctness (``correct``) in the table
+METADATA_PROBE_VERSION = 3
 
 
 def cached_metadata_probe(
