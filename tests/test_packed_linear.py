@@ -128,3 +128,29 @@ def test_bf16_copy_of_a_vit_packs_its_linears_and_embeds_as_before(monkeypatch):
     cos = F.cosine_similarity
     assert cos(fast, ref).min() > 0.999
     assert cos(fast, ref).min() >= cos(slow, ref).min() - 1e-3
+
+
+@needs_onednn
+def test_bf16_copy_of_a_transformers_dinov2_packs_q_k_v_and_folds_its_gelu(tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    from raddino_lib.eval.embed import bf16_copy, embed_array
+    from raddino_lib.models.registry import load_encoder
+
+    torch.manual_seed(0)
+    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, image_size=32, patch_size=8)  # fmt: skip
+    Dinov2Model(cfg).save_pretrained(tmp_path / "dino")
+    enc = load_encoder(str(tmp_path / "dino"))
+    run = bf16_copy(enc)
+    layer = run.model.encoder.layer[0]
+    assert all(isinstance(getattr(layer.attention, n), PackedLinear)
+               for n in ("q_proj", "k_proj", "v_proj", "o_proj"))  # fmt: skip
+    assert layer.mlp.fc1.activation == "gelu" and isinstance(layer.mlp.activation_fn, nn.Identity)
+    assert isinstance(layer.mlp.fc2, PackedLinear) and layer.mlp.fc2.activation == "none"
+    images = torch.rand(4, 32, 32).numpy()
+    fast = embed_array(enc, images, precision="bf16")["cls"]
+    ref = embed_array(enc, images, precision="fp32")["cls"]
+    cos = F.cosine_similarity(torch.from_numpy(fast), torch.from_numpy(ref))
+    assert cos.min() > 0.999
+    assert not any(isinstance(m, PackedLinear) for m in enc.modules())  # caller's untouched
