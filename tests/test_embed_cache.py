@@ -85,6 +85,28 @@ def test_miss_when_the_key_changes(data, calls, change):
         assert out["layer_0"].shape == (16, 4, 4, 32) and out["layer_0"].dtype == np.float16
 
 
+def test_a_copied_dataset_keeps_its_key_and_changed_content_misses(data, calls, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    rec = load_records(data)
+    first = cached_embeddings(_enc(), data, rec, progress=False, precision="fp32")
+    copy = shutil.copytree(data, tmp_path / "moved" / "phantom")  # new mtimes, new location
+    again = cached_embeddings(_enc(), copy, load_records(copy), progress=False, precision="fp32")
+    assert calls["embed"] == 1  # content, not location: the cache follows the folder
+    np.testing.assert_array_equal(again["cls"], first["cls"])
+    # an image rewritten with other content (another file size) is another dataset
+    img = copy / rec["path"].iloc[0]
+    Image.fromarray(np.full((64, 64), 7, dtype=np.uint8)).save(img)
+    cached_embeddings(_enc(), copy, load_records(copy), progress=False, precision="fp32")
+    assert calls["embed"] == 2
+    # and so is another records.csv
+    (copy / "records.csv").write_text((copy / "records.csv").read_text() + "\n")
+    cached_embeddings(_enc(), copy, load_records(copy), progress=False, precision="fp32")
+    assert calls["embed"] == 3
+
+
 def _path(data, enc, rec, **kw):
     key = embedding_key(enc, data, rec, grid=kw.get("grid", 0), layers=(), precision="fp32")
     return cache_file(key)

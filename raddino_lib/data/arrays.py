@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +23,31 @@ def resize_area(img: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pil.resize((size, size), Image.Resampling.BOX), dtype=np.float32)
 
 
-def _key(root: Path, paths: list[str], size: int) -> str:
-    h = hashlib.sha256()
-    rec = root / "records.csv"
-    h.update(str(root.resolve()).encode())
-    h.update(str(rec.stat().st_mtime_ns if rec.exists() else 0).encode())
-    h.update(str(size).encode())
+def content_key(root: str | Path, paths: Sequence[str]) -> str:
+    """Hash of a dataset's rows by content, not location: the folder's ``records.csv`` and
+    ``dataset.json`` (where present), and each row's path (relative to ``root``) and file size.
+
+    A dataset folder copied or moved with its cache keeps its keys (the absolute path was in
+    them before, so a copied cache recomputed every embedding and report generator); another
+    ``records.csv``, another row set, or an image rewritten at another size changes them."""
+    root = Path(root)
+    h = hashlib.sha256(b"content-key-1")
+    for name in ("records.csv", "dataset.json"):
+        f = root / name
+        h.update(name.encode() + b"\0")
+        if f.is_file():
+            h.update(hashlib.sha256(f.read_bytes()).digest())
     for p in paths:
-        h.update(p.encode())
-    return h.hexdigest()[:16]
+        try:
+            size = (root / p).stat().st_size
+        except OSError:
+            size = -1  # missing: reading it raises with the file's name
+        h.update(f"{p}\0{size}\0".encode())
+    return h.hexdigest()
+
+
+def _key(root: Path, paths: list[str], size: int) -> str:
+    return hashlib.sha256(f"{content_key(root, paths)}|{size}".encode()).hexdigest()[:16]
 
 
 def image_array(

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from raddino_lib.atomic import atomic_save
-from raddino_lib.data.arrays import image_array
+from raddino_lib.data.arrays import content_key, image_array
 from raddino_lib.eval.embed import embed_array
 from raddino_lib.models.registry import Encoder, load_encoder
 from raddino_lib.paths import cache_dir
@@ -53,15 +53,10 @@ class CacheRebuildWarning(UserWarning):
 
 
 def dataset_key(root: str | Path, records: pd.DataFrame) -> str:
-    """Hash of the dataset folder, its ``records.csv`` contents and the selected rows' paths."""
-    root = Path(root)
-    h = hashlib.sha256(str(root.resolve()).encode())
-    rec = root / "records.csv"
-    if rec.is_file():
-        h.update(hashlib.sha256(rec.read_bytes()).digest())
-    for p in records["path"].astype(str):
-        h.update(p.encode() + b"\0")
-    return h.hexdigest()[:20]
+    """Hash of the selected rows of a dataset folder by content, not location
+    (:func:`~raddino_lib.data.arrays.content_key`: ``records.csv``, ``dataset.json``, each
+    row's path and file size)."""
+    return content_key(root, records["path"].astype(str).tolist())[:20]
 
 
 def embedding_key(
