@@ -252,3 +252,24 @@ def test_opt_in_encoders_load_the_sweeps_runs(cache: Path) -> None:
     assert {
         r: (cache / "pretrain" / r / "metrics.jsonl").stat().st_mtime_ns for r in data["run"]
     } == stamps  # nothing trained again
+
+
+def test_a_continual_runs_name_survives_a_moved_cache(tmp_path, monkeypatch) -> None:
+    """A continual point starts from a folder inside the cache; its run name keys on that
+    folder relative to the cache, so a copied or moved cache finds its runs again. An init
+    folder outside the cache keys on its path."""
+    from raddino_lib.ssl.export import pretrained_run_dir
+
+    cfg = make_config("smoke")
+    names = []
+    for where in ("a", "b"):
+        monkeypatch.setenv("RADDINO_CACHE", str(tmp_path / where / "cache"))
+        init = tmp_path / where / "cache" / "natural" / "run_x" / "export"
+        names.append(pretrained_run_dir(replace(cfg, init=str(init))).name)
+    assert names[0] == names[1]
+    other = pretrained_run_dir(replace(cfg, init=str(tmp_path / "a" / "cache" / "elsewhere"))).name
+    assert other != names[1]
+    outside = [pretrained_run_dir(replace(cfg, init=str(tmp_path / w / "dinov2"))).name
+               for w in ("a", "b")]  # fmt: skip
+    assert outside[0] != outside[1]
+    assert pretrained_run_dir(cfg).name != names[1]  # random init

@@ -45,9 +45,26 @@ def export_run(
     return Path(export_hf(backbone, out_dir, head=head or None, overwrite=overwrite))
 
 
+def _portable_init(init: str) -> str:
+    """``init`` for the fingerprint: a folder inside the cache (a continual run starts from
+    another run's export, whose folder name carries that run's fingerprint) as
+    ``cache:<path relative to the cache>``, so a cache copied or moved keeps its run names;
+    anything else as it is."""
+    if init == "random":
+        return init
+    try:
+        rel = Path(init).resolve().relative_to(cache_dir().resolve())
+    except ValueError:
+        return init
+    return f"cache:{rel.as_posix()}"
+
+
 def _fingerprint(cfg: Config) -> str:
+    fields = _training_fields(cfg)
+    if isinstance(fields.get("init"), str):
+        fields["init"] = _portable_init(fields["init"])
     blob = json.dumps(
-        {"engine": ENGINE_VERSION, "config": _training_fields(cfg), "data": data_identity(cfg)},
+        {"engine": ENGINE_VERSION, "config": fields, "data": data_identity(cfg)},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
