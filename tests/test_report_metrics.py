@@ -8,7 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from raddino_lib.eval.bootstrap import bootstrap, bootstrap_difference, bootstrap_indices
+from raddino_lib.eval.bootstrap import (
+    bootstrap,
+    bootstrap_difference,
+    bootstrap_grouped_mean,
+    bootstrap_indices,
+)
 from raddino_lib.report import metrics as rm
 from raddino_lib.report.metrics import (
     bleu4_from_stats,
@@ -193,3 +198,15 @@ def test_run_scores_average_the_runs() -> None:
             assert f1[c] == pytest.approx((v + w) / 2)
     with pytest.raises(ValueError, match="different numbers"):
         RunScores([s1, score_reports(gen1[:2], refs[:2], rg_er=False)])
+
+
+def test_bootstrap_grouped_mean_resamples_whole_groups():
+    sums, counts = np.array([3.0, 0.0, 1.0]), np.array([3, 1, 2])  # 4 of 6 rows
+    iv = bootstrap_grouped_mean(sums, counts, samples=200, seed=4)
+    assert iv.point == pytest.approx(4 / 6) and iv.samples == 200
+    idx = bootstrap_indices(3, 200, 4)  # the same group draws, by hand
+    want = np.quantile(sums[idx].sum(1) / counts[idx].sum(1), [0.025, 0.975])
+    assert (iv.lo, iv.hi) == pytest.approx(tuple(want))
+    assert bootstrap_grouped_mean(np.ones(5), np.ones(5)).lo == 1.0  # no spread, no width
+    with pytest.raises(ValueError, match=r"\[G\]"):
+        bootstrap_grouped_mean(np.ones(3), np.ones(2))

@@ -20,6 +20,7 @@ __all__ = [
     "Interval",
     "bootstrap",
     "bootstrap_difference",
+    "bootstrap_grouped_mean",
     "bootstrap_difference_runs",
     "bootstrap_indices",
     "bootstrap_runs",
@@ -84,6 +85,22 @@ def bootstrap_difference(
     values = np.array([stat_a(i) - stat_b(i) for i in idx], dtype=float)
     all_rows = np.arange(n)
     return _interval(stat_a(all_rows) - stat_b(all_rows), values, level)
+
+
+def bootstrap_grouped_mean(
+    sums: np.ndarray, counts: np.ndarray, *, samples: int = 2000, seed: int = 0,
+    level: float = 0.95,
+) -> Interval:  # fmt: skip
+    """The mean of a per-row value whose rows come in groups (a subject's images), with an
+    interval that resamples whole groups: ``sums [G]`` (the value summed over each group's
+    rows) and ``counts [G]`` (rows per group) -> ``sum / count`` on all groups and on
+    ``samples`` resamples of the ``G`` groups (:func:`bootstrap_indices` over groups)."""
+    sums, counts = np.asarray(sums, dtype=float), np.asarray(counts, dtype=float)
+    if sums.shape != counts.shape or sums.ndim != 1:
+        raise ValueError(f"sums {sums.shape} and counts {counts.shape} must be [G] arrays")
+    idx = bootstrap_indices(len(sums), samples, seed)
+    values = sums[idx].sum(1) / counts[idx].sum(1)
+    return _interval(float(sums.sum() / counts.sum()), values, level)
 
 
 # ------------------------------------------------------------------ several training runs

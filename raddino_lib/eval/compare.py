@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from raddino_lib.config import Config
+from raddino_lib.eval.bootstrap import bootstrap_grouped_mean
 from raddino_lib.eval.cache import cached_embeddings
 from raddino_lib.eval.embed import probe_features
 from raddino_lib.eval.probe import cached_finding_probe
@@ -411,14 +412,10 @@ def accuracy_verdict(
         return {"verdict": "inconclusive", "diff": nan, "lo": nan, "hi": nan, "n": 0,
                 "subjects": 0}  # fmt: skip
     d = np.bincount(sid, weights=(a[ok] - b[ok]).astype(float), minlength=k)  # per subject
-    n = np.bincount(sid, minlength=k).astype(float)
-    idx = np.random.default_rng(seed).integers(0, k, size=(samples, k))
-    diffs = d[idx].sum(1) / n[idx].sum(1)
-    q = (1 - level) / 2
-    lo, hi = (float(v) for v in np.quantile(diffs, [q, 1 - q]))
-    diff = float(d.sum() / n.sum())
-    verdict = "held" if lo > 0 else "did not hold" if hi < 0 else "inconclusive"
-    return {"verdict": verdict, "diff": diff, "lo": lo, "hi": hi, "n": int(n.sum()),
+    n = np.bincount(sid, minlength=k)
+    iv = bootstrap_grouped_mean(d, n, samples=samples, seed=seed, level=level)
+    verdict = "held" if iv.lo > 0 else "did not hold" if iv.hi < 0 else "inconclusive"
+    return {"verdict": verdict, "diff": iv.point, "lo": iv.lo, "hi": iv.hi, "n": int(n.sum()),
             "subjects": k}  # fmt: skip
 
 
