@@ -65,6 +65,16 @@ def test_autocast_input_is_cast_and_weight_changes_repack():
     assert torch.allclose(second.float(), want, atol=0.05, rtol=0.02)
 
 
+@needs_onednn
+def test_weights_made_under_inference_mode_pack():
+    with torch.inference_mode():
+        lin = nn.Linear(48, 40, dtype=torch.bfloat16)  # inference tensors: no version counter
+        x = torch.randn(6, 48, dtype=torch.bfloat16)
+        got = PackedLinear(lin)(x)
+        want = F.linear(x, lin.weight, lin.bias)
+    assert torch.allclose(got.float(), want.float(), atol=0.05, rtol=0.02)
+
+
 def test_fallback_with_gradients_is_f_linear_exactly():
     lin = _linear()
     packed = PackedLinear(lin, "gelu")

@@ -74,7 +74,10 @@ class PackedLinear(nn.Module):
 
     def _packed_weight(self) -> torch.Tensor:
         w = self.weight
-        key = (w.data_ptr(), w._version, w.dtype, tuple(w.shape))
+        # inference tensors (made under torch.inference_mode) keep no version counter: their
+        # in-place changes under inference mode are not seen, only a new storage is
+        version = 0 if w.is_inference() else w._version
+        key = (w.data_ptr(), version, w.dtype, tuple(w.shape))
         if self._packed is None or self._packed[0] != key:
             self._packed = (key, torch.ops.mkldnn._reorder_linear_weight(w.detach()))
         return self._packed[1]
