@@ -174,34 +174,33 @@ def matmul_peak(
     shapes: tuple[tuple[int, int, int], ...] = PEAK_SHAPES,
 ) -> dict[str, Any]:
     """The CPU's bf16 matmul peak: the best FLOP/s over ``shapes`` of ``F.linear``
-    (``[M, K] x [N, K]^T``, as ``nn.Linear`` runs) and, where this torch has it, of oneDNN's
-    linear on a packed weight (``mkldnn._linear_pointwise``, as the library's inference copies
-    run; 5-10% faster here), each timed best of three over about ``flops_per_shape`` FLOPs,
-    with freed memory reused (:mod:`raddino_lib.allocator`). Returns ``peak`` (FLOP/s) and
-    ``by_shape`` (TFLOP/s, ``F.linear`` and ``packed`` per shape)."""
+    (``[M, K] x [N, K]^T``, as ``nn.Linear`` runs) and, where this torch has oneDNN's fused
+    linear, of :class:`~raddino_lib.models.packed.PackedLinear` (packed weight, as the
+    library's inference copies run; 5-10% faster here), each timed best of three over about
+    ``flops_per_shape`` FLOPs, without gradients, with freed memory reused
+    (:mod:`raddino_lib.allocator`). Returns ``peak`` (FLOP/s) and ``by_shape`` (TFLOP/s,
+    ``F.linear`` and ``packed`` per shape)."""
     from raddino_lib.allocator import reuse_freed_memory
-    from raddino_lib.models.packed import packed_linear_supported
+    from raddino_lib.models.packed import PackedLinear, packed_linear_supported
 
-    kernels = {"F.linear": lambda a, w: torch.nn.functional.linear(a, w)}
-    if packed_linear_supported():
-        lp = torch.ops.mkldnn._linear_pointwise
-        kernels["packed"] = lambda a, w: lp(a, w, None, "none", [], "")
     by_shape: dict[str, dict[str, float]] = {}
-    with reuse_freed_memory():
+    with torch.inference_mode(), reuse_freed_memory():
         for m, k, n in shapes:
-            a, w = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
+            a = torch.randn(m, k, dtype=dtype)
+            lin = torch.nn.Linear(k, n, bias=False, dtype=dtype)
+            layers = {"F.linear": lin, "packed": PackedLinear(lin)}
+            if not packed_linear_supported():
+                del layers["packed"]
             iters = max(1, round(flops_per_shape / (2 * m * k * n)))
             row = by_shape.setdefault(f"{m}x{k}x{n}", {})
-            for name, fn in kernels.items():
-                wk = torch.ops.mkldnn._reorder_linear_weight(w) if name == "packed" else w
-                fn(a, wk)  # warm up
+            for name, layer in layers.items():
+                layer(a)  # warm up (and pack)
 
-                def run(fn=fn, wk=wk, a=a, iters=iters) -> None:
+                def run(layer=layer, a=a, iters=iters) -> None:
                     for _ in range(iters):
-                        fn(a, wk)
+                        layer(a)
 
-                s = _timed(run, repeat=3)
-                row[name] = 2 * m * k * n * iters / s
+                row[name] = 2 * m * k * n * iters / _timed(run, repeat=3)
     return {
         "peak": max(v for row in by_shape.values() for v in row.values()),
         "by_shape": {
