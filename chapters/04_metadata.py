@@ -200,8 +200,8 @@ display(Markdown(f"""
 **Reading.** The paper's claim, RAD-DINO ahead of the text-supervised encoders on every
 metadata variable, held here for {n_held} of {len(held)} variables:
 {", ".join(f"{i.split(': ')[1]} {r['A - B'] * 100:+.1f} points [{r['lo'] * 100:+.1f}, {r['hi'] * 100:+.1f}] ({r['verdict']})" for i, r in held.iterrows())}.
-The phantom's no-finding subset is a few hundred images of {results["subset"]["n_subjects"]}
-subjects, not the paper's 60k images, so the intervals span several points; differences
+The phantom's no-finding subset is {results["subset"]["n_images"]} images of
+{results["subset"]["n_subjects"]} subjects, not the paper's 60k images, so the intervals span several points; differences
 smaller than that are reported as inconclusive.
 
 Where is the information? The oracle row probes the phantom's own anatomy parameters (thorax
