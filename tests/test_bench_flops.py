@@ -7,11 +7,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench import _op_group, vit_forward_flops  # noqa: E402
+from benchmarks.bench import _op_group, mfu_of_rounds, vit_forward_flops  # noqa: E402
 from raddino_lib.config import make_config  # noqa: E402
 from raddino_lib.models.backbone import ViTBackbone, spec_from_config  # noqa: E402
 
@@ -48,3 +49,19 @@ def test_op_groups() -> None:
     assert _op_group("aten.mm") == "attention" and _op_group("aten::mm") == "attention"
     assert _op_group("aten::mkldnn_convolution") == "conv"
     assert _op_group("aten::gelu") == "other"
+
+
+def test_mfu_of_interleaved_rounds_is_the_median_round_ratio() -> None:
+    # 1e12 FLOPs; rounds (peak FLOP/s, seconds): ratios 0.5, 0.8, 0.625
+    rounds = [(1e12, 2.0), (1.25e12, 1.0), (0.8e12, 2.0)]
+    out = mfu_of_rounds(1e12, rounds)
+    assert out["ratios"] == [0.5, 0.8, 0.625]
+    assert (out["mfu"], out["median_round"]) == (0.625, 2)
+    # fastest forward (1 s) over highest peak (1.25e12)
+    assert out["best_of_bests"] == 0.8
+    # even count: the lower middle ratio, one that a round measured
+    four = mfu_of_rounds(1e12, [*rounds, (1e12, 1.0)])  # adds a ratio of 1.0
+    assert (four["mfu"], four["median_round"]) == (0.625, 2)
+    for bad in ([], [(0.0, 1.0)], [(1e12, -1.0)]):
+        with pytest.raises(ValueError, match="rounds must be"):
+            mfu_of_rounds(1e12, bad)
