@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from raddino_lib.config import make_config
+from raddino_lib.data.records import load_records
 from raddino_lib.models.backbone import BackboneSpec, ViTBackbone, spec_from_config
 from raddino_lib.ssl import checkpoint as ckpt_mod
 from raddino_lib.ssl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -28,7 +29,13 @@ from raddino_lib.ssl.data import (
 )
 from raddino_lib.ssl.meta_arch import SSLModel
 from raddino_lib.ssl.optim import layer_id, param_groups
-from raddino_lib.ssl.train import RunConfigMismatch, load_run_backbone, pretrain, read_metrics
+from raddino_lib.ssl.train import (
+    RunConfigMismatch,
+    check_run_config,
+    load_run_backbone,
+    pretrain,
+    read_metrics,
+)
 from raddino_lib.ssl.views import MultiCropViews
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +55,14 @@ def _cfg(**kw):
     base = dict(precision="fp32", progress=False, pretrain_steps=6, checkpoint_every=2)
     base.update(kw)
     return make_config("smoke", **base)
+
+
+def _drop_last_row(csv: Path) -> None:
+    """Rewrite a ``records.csv`` without its last row (reports hold quoted newlines)."""
+    import pandas as pd
+
+    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    df.iloc[:-1].to_csv(csv, index=False)
 
 
 def _final_state(run: Path) -> dict[str, torch.Tensor]:
@@ -348,6 +363,43 @@ def test_resume_with_another_config_is_refused(data: Path, tmp_path: Path):
     pretrain(_cfg(pretrain_steps=2), tmp_path / "run", data_dir=data)
     with pytest.raises(RunConfigMismatch, match="base_lr"):
         pretrain(_cfg(pretrain_steps=2, base_lr=0.5), tmp_path / "run", data_dir=data)
+
+
+def test_resume_follows_the_data_by_content_not_folder(data: Path, tmp_path: Path):
+    import shutil
+
+    cfg = _cfg(pretrain_steps=4)
+    # the uninterrupted run, for the resumed one's weights
+    pretrain(cfg, tmp_path / "full", data_dir=data)
+    part = pretrain(cfg, tmp_path / "run", data_dir=data, stop_after=2)
+    assert part.steps == 2
+    # the dataset folder moves (a copied cache with the phantom inside): the run carries on
+    moved = shutil.copytree(data, tmp_path / "moved" / "phantom")
+    done = pretrain(cfg, tmp_path / "run", data_dir=moved)
+    assert done.steps == 4
+    rec = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert rec["data_dir"] == str(moved)  # the record names the folder it now reads
+    a, b = _final_state(tmp_path / "full"), _final_state(tmp_path / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # other data (one row fewer) in that folder is refused, naming the data
+    pretrain(cfg, tmp_path / "run2", data_dir=moved, stop_after=2)
+    _drop_last_row(moved / "records.csv")
+    with pytest.raises(RunConfigMismatch, match="data: .*other images or records"):
+        pretrain(cfg, tmp_path / "run2", data_dir=moved)
+
+
+def test_a_run_record_from_before_content_keys_is_checked_by_folder(data: Path, tmp_path: Path):
+    cfg = _cfg(pretrain_steps=4)
+    pretrain(cfg, tmp_path / "run", data_dir=data, stop_after=2)
+    path = tmp_path / "run" / "config.json"
+    old = json.loads(path.read_text())
+    del old["data_key"]
+    path.write_text(json.dumps(old))
+    with pytest.raises(RunConfigMismatch, match="data: "):
+        check_run_config(tmp_path / "run", old["config"], data.parent, ["x.png"])
+    check_run_config(tmp_path / "run", old["config"], data, load_records(data)["path"])
+    assert "data_key" in json.loads(path.read_text())  # recorded from now on
+    assert pretrain(cfg, tmp_path / "run", data_dir=data).steps == 4
 
 
 def test_run_backbone_is_the_teacher(data: Path, tmp_path: Path):

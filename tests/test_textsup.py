@@ -45,6 +45,14 @@ def records(root: Path) -> pd.DataFrame:
     return load_records(root)
 
 
+def _drop_last_row(csv: Path) -> None:
+    """Rewrite a ``records.csv`` without its last row (reports hold quoted newlines)."""
+    import pandas as pd
+
+    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    df.iloc[:-1].to_csv(csv, index=False)
+
+
 def _final_state(run: Path) -> dict[str, torch.Tensor]:
     last = latest_checkpoint(run / "checkpoints")
     assert last is not None
@@ -241,6 +249,20 @@ def test_determinism_resume_and_config_check(tmp_path: Path):
     assert "blocks.0.attn.qkv.weight" in moved and "patch_embed.proj.weight" in moved
     with pytest.raises(RunConfigMismatch, match="clip_lr"):
         train_clip(_cfg(clip_lr=1e-3), tmp_path / "a")
+
+
+def test_resume_after_the_dataset_folder_moved(tiny_dir: Path, tmp_path: Path):
+    import shutil
+
+    cfg = _cfg(clip_steps=4, clip_batch_size=4)
+    train_clip(cfg, tmp_path / "full", data_dir=tiny_dir)
+    assert not train_clip(cfg, tmp_path / "run", data_dir=tiny_dir, stop_after=2).finished
+    moved = shutil.copytree(tiny_dir, tmp_path / "moved", symlinks=True)
+    assert train_clip(cfg, tmp_path / "run", data_dir=moved).finished
+    assert _same_state(_final_state(tmp_path / "full"), _final_state(tmp_path / "run"))
+    _drop_last_row(moved / "records.csv")
+    with pytest.raises(RunConfigMismatch, match="text-supervised run .*data: "):
+        train_clip(cfg, tmp_path / "run", data_dir=moved)
 
 
 def test_cache_entry_trains_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):

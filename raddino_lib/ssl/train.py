@@ -19,6 +19,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ __all__ = [
     "CollapseWarning",
     "PretrainSummary",
     "RunConfigMismatch",
+    "check_run_config",
     "build_model",
     "list_snapshots",
     "load_run_backbone",
@@ -170,25 +172,41 @@ def _training_fields(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in cfg.to_dict().items() if k not in _EVAL_ONLY}
 
 
-def _check_run_config(run_dir: Path, cfg: Config, data_dir: Path) -> None:
+def check_run_config(
+    run_dir: Path, config: dict[str, Any], root: Path, paths: Sequence[str], kind: str = "run"
+) -> None:
+    """Record a run's training fields and data in ``run_dir/config.json``, or check that the
+    run already there was started with the same ones (raises :class:`RunConfigMismatch`).
+
+    The data is identified by :func:`~raddino_lib.data.arrays.content_key` of its rows
+    (``paths``, relative to ``root``), not by its folder: a run resumed after the dataset
+    folder moved (a copied cache with the phantom inside) carries on, and ``config.json`` is
+    updated to the new folder. A ``config.json`` from before content keys is checked by folder.
+    ``config`` must be JSON-able (tuples compare as lists)."""
+    from raddino_lib.data.arrays import content_key
+
     path = run_dir / "config.json"
-    want = {"config": _training_fields(cfg), "data_dir": str(data_dir)}
-    if path.is_file():
-        have = json.loads(path.read_text())
-        diff = sorted(
-            k
-            for k in set(have.get("config", {})) | set(want["config"])
-            if have.get("config", {}).get(k) != want["config"].get(k)
-        )
-        if diff or have.get("data_dir") != want["data_dir"]:
-            fields = ", ".join(
-                f"{k}: {have.get('config', {}).get(k)!r} -> {want['config'].get(k)!r}" for k in diff
-            )
-            raise RunConfigMismatch(
-                f"{run_dir} holds a run with a different configuration ({fields or 'data_dir'}); "
-                "use another --out folder, or delete this one to start over"
-            )
+    want = json.loads(json.dumps({"config": config, "data_dir": str(root)}))
+    want["data_key"] = content_key(root, paths)
+    if not path.is_file():
+        atomic_write_text(path, json.dumps(want, indent=1))
+        return
+    have = json.loads(path.read_text())
+    hc, wc = have.get("config", {}), want["config"]
+    diff = sorted(k for k in set(hc) | set(wc) if hc.get(k) != wc.get(k))
+    if "data_key" in have:
+        same_data = have["data_key"] == want["data_key"]
     else:
+        same_data = have.get("data_dir") == want["data_dir"]
+    if diff or not same_data:
+        what = [f"{k}: {hc.get(k)!r} -> {wc.get(k)!r}" for k in diff]
+        if not same_data:
+            what.append(f"data: {have.get('data_dir')} -> {root} (other images or records)")
+        raise RunConfigMismatch(
+            f"{run_dir} holds a {kind} with a different configuration ({'; '.join(what)}); "
+            "use another run folder, or delete this one to start over"
+        )
+    if have != want:  # the same data in a moved folder, or a record from before content keys
         atomic_write_text(path, json.dumps(want, indent=1))
 
 
@@ -324,10 +342,11 @@ def pretrain(
     for turn in (0, 1):
         if (rank == 0) == (turn == 0):
             root = Path(data_dir) if data_dir is not None else dataset_dir(cfg)
+            all_records = load_records(root)
             if rank == 0:
                 run_dir.mkdir(parents=True, exist_ok=True)
-                _check_run_config(run_dir, cfg, root)
-            records = select_pretrain_records(load_records(root), cfg)
+                check_run_config(run_dir, _training_fields(cfg), root, all_records["path"])
+            records = select_pretrain_records(all_records, cfg)
             images = PretrainImages(root, records, cfg.image_size, progress=show)
         if world > 1:
             dist.barrier()

@@ -36,6 +36,7 @@ from raddino_lib.ssl.data import step_seed
 from raddino_lib.ssl.schedules import cosine_schedule
 from raddino_lib.ssl.train import (
     RunConfigMismatch,
+    check_run_config,
     read_metrics,
     resolve_device,
     resolve_precision,
@@ -107,24 +108,6 @@ class ClipSummary:
     precision: str
     n_pairs: int
     finished: bool
-
-
-def _check_run_config(run_dir: Path, cfg: Config, root: Path, augment: bool) -> None:
-    path = run_dir / "config.json"
-    want = {"config": {**clip_fields(cfg), "augment": augment}, "data_dir": str(root)}
-    want = json.loads(json.dumps(want))  # tuples -> lists, as read back
-    if not path.is_file():
-        atomic_write_text(path, json.dumps(want, indent=1))
-        return
-    have = json.loads(path.read_text())
-    hc, wc = have.get("config", {}), want["config"]
-    diff = sorted(k for k in set(hc) | set(wc) if hc.get(k) != wc.get(k))
-    if diff or have.get("data_dir") != want["data_dir"]:
-        what = ", ".join(f"{k}: {hc.get(k)!r} -> {wc.get(k)!r}" for k in diff)
-        raise RunConfigMismatch(
-            f"{run_dir} holds a text-supervised run with a different configuration "
-            f"({what or 'data_dir'}); use another run folder, or delete this one to start over"
-        )
 
 
 def run_tokenizer(run_dir: Path, texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -227,8 +210,12 @@ def train_clip(
     show = cfg.progress if progress is None else progress
     root = Path(data_dir) if data_dir is not None else dataset_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _check_run_config(run_dir, cfg, root, augment)
-    records = select_pair_records(load_records(root), "train")
+    all_records = load_records(root)
+    check_run_config(
+        run_dir, {**clip_fields(cfg), "augment": augment}, root, all_records["path"],
+        kind="text-supervised run",
+    )  # fmt: skip
+    records = select_pair_records(all_records, "train")
     tokenizer = run_tokenizer(run_dir, records["report"].astype(str).tolist(), cfg.vocab_size)
     data = PairData(root, records, cfg.image_size, tokenizer, cfg.text_max_len, progress=show)
     aug = PairAugment(cfg.image_size) if augment else None
