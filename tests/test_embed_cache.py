@@ -58,6 +58,24 @@ def test_hit_after_first_call(data, calls):
         np.testing.assert_array_equal(a[k], b[k])
 
 
+def test_cache_false_neither_reads_nor_writes_nor_hashes(data, calls, tmp_path, monkeypatch):
+    rec = load_records(data)
+    enc = _enc()
+    hashed = []
+    real = enc.identity
+    monkeypatch.setattr(enc, "identity", lambda: hashed.append(1) or real())
+    a = cached_embeddings(enc, data, rec, progress=False, cache=False)
+    assert calls["embed"] == 1 and not hashed
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.*"))
+    b = cached_embeddings(_enc(), data, rec, progress=False)  # cached from here on
+    assert calls["embed"] == 2 and any((tmp_path / "cache").rglob("*.safetensors"))
+    c = cached_embeddings(enc, data, rec, progress=False, cache=False)  # not read back
+    assert calls["embed"] == 3
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+        np.testing.assert_array_equal(a[k], c[k])
+
+
 @pytest.mark.parametrize(
     "change",
     ["weights", "rows", "grid", "layers", "resolution", "precision"],
