@@ -201,7 +201,12 @@ def check_run_config(
     if diff or not same_data:
         what = [f"{k}: {hc.get(k)!r} -> {wc.get(k)!r}" for k in diff]
         if not same_data:
-            what.append(f"data: {have.get('data_dir')} -> {root} (other images or records)")
+            why = (
+                "other images or records"
+                if "data_key" in have
+                else "another folder; this run recorded its folder, not its data's content"
+            )
+            what.append(f"data: {have.get('data_dir')} -> {root} ({why})")
         raise RunConfigMismatch(
             f"{run_dir} holds a {kind} with a different configuration ({'; '.join(what)}); "
             "use another run folder, or delete this one to start over"
