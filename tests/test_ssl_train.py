@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -386,6 +387,34 @@ def test_resume_follows_the_data_by_content_not_folder(data: Path, tmp_path: Pat
     _drop_last_row(moved / "records.csv")
     with pytest.raises(RunConfigMismatch, match="data: .*other images or records"):
         pretrain(cfg, tmp_path / "run2", data_dir=moved)
+
+
+def test_a_continual_run_resumes_in_a_moved_cache(data: Path, tmp_path: Path, monkeypatch):
+    """A run that starts from weights inside the cache records that init relative to the
+    cache, so its unfinished run resumes after the cache moved (and an old record, with the
+    absolute path, still matches where the cache has not moved)."""
+    import shutil
+
+    from raddino_lib.ssl.export import export_run
+
+    a, b = tmp_path / "a" / "cache", tmp_path / "b" / "cache"
+    monkeypatch.setenv("RADDINO_CACHE", str(a))
+    pretrain(_cfg(pretrain_steps=2), a / "natural", data_dir=data)
+    export_run(a / "natural", a / "natural" / "export")
+    cfg = _cfg(pretrain_steps=4, init=str(a / "natural" / "export"))
+    pretrain(cfg, a / "run", data_dir=data, stop_after=2)
+    rec = json.loads((a / "run" / "config.json").read_text())
+    assert rec["config"]["init"] == "cache:natural/export"
+    # an old record named the init by its absolute path: still the same run here
+    rec["config"]["init"] = str(a / "natural" / "export")
+    (a / "run" / "config.json").write_text(json.dumps(rec))
+    assert pretrain(cfg, a / "run", data_dir=data, stop_after=3).steps == 3
+    rec = json.loads((a / "run" / "config.json").read_text())
+    assert rec["config"]["init"] == "cache:natural/export"  # recorded anew
+    shutil.copytree(a, b)
+    monkeypatch.setenv("RADDINO_CACHE", str(b))
+    done = pretrain(replace(cfg, init=str(b / "natural" / "export")), b / "run", data_dir=data)
+    assert done.steps == 4
 
 
 def test_a_run_record_from_before_content_keys_is_checked_by_folder(data: Path, tmp_path: Path):

@@ -19,7 +19,7 @@ from raddino_lib.data.datasets import data_identity
 from raddino_lib.models.backbone import ViTBackbone
 from raddino_lib.paths import cache_dir
 from raddino_lib.ssl.checkpoint import latest_checkpoint, load_checkpoint
-from raddino_lib.ssl.train import _training_fields, load_run_backbone, pretrain
+from raddino_lib.ssl.train import load_run_backbone, pretrain, run_fields
 
 __all__ = ["ENGINE_VERSION", "export_run", "pretrained_encoder", "pretrained_run_dir"]
 
@@ -45,26 +45,9 @@ def export_run(
     return Path(export_hf(backbone, out_dir, head=head or None, overwrite=overwrite))
 
 
-def _portable_init(init: str) -> str:
-    """``init`` for the fingerprint: a folder inside the cache (a continual run starts from
-    another run's export, whose folder name carries that run's fingerprint) as
-    ``cache:<path relative to the cache>``, so a cache copied or moved keeps its run names;
-    anything else as it is."""
-    if init == "random":
-        return init
-    try:
-        rel = Path(init).resolve().relative_to(cache_dir().resolve())
-    except ValueError:
-        return init
-    return f"cache:{rel.as_posix()}"
-
-
 def _fingerprint(cfg: Config) -> str:
-    fields = _training_fields(cfg)
-    if isinstance(fields.get("init"), str):
-        fields["init"] = _portable_init(fields["init"])
     blob = json.dumps(
-        {"engine": ENGINE_VERSION, "config": fields, "data": data_identity(cfg)},
+        {"engine": ENGINE_VERSION, "config": run_fields(cfg), "data": data_identity(cfg)},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -19,7 +19,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ __all__ = [
     "PretrainSummary",
     "RunConfigMismatch",
     "check_run_config",
+    "run_fields",
     "build_model",
     "list_snapshots",
     "load_run_backbone",
@@ -172,8 +173,42 @@ def _training_fields(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in cfg.to_dict().items() if k not in _EVAL_ONLY}
 
 
+def _portable_init(init: str) -> str:
+    """``init`` as a run records it: a folder inside the cache (a continual run starts from
+    another run's export, whose folder name carries that run's fingerprint) as
+    ``cache:<path relative to the cache>``, so a cache copied or moved keeps its run names and
+    its unfinished runs resume; anything else as it is."""
+    from raddino_lib.paths import cache_dir
+
+    if init == "random":
+        return init
+    try:
+        rel = Path(init).resolve().relative_to(cache_dir().resolve())
+    except ValueError:
+        return init
+    return f"cache:{rel.as_posix()}"
+
+
+def _portable(fields: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(fields.get("init"), str):
+        return {**fields, "init": _portable_init(fields["init"])}
+    return fields
+
+
+def run_fields(cfg: Config) -> dict[str, Any]:
+    """The fields that make a pretraining run (no evaluation-only ones), with a cache-internal
+    ``init`` relative to the cache: the run's fingerprint (:mod:`raddino_lib.ssl.export`) and
+    its ``config.json`` record these."""
+    return _portable(_training_fields(cfg))
+
+
 def check_run_config(
-    run_dir: Path, config: dict[str, Any], root: Path, paths: Sequence[str], kind: str = "run"
+    run_dir: Path,
+    config: dict[str, Any],
+    root: Path,
+    paths: Sequence[str],
+    kind: str = "run",
+    normalize: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> None:
     """Record a run's training fields and data in ``run_dir/config.json``, or check that the
     run already there was started with the same ones (raises :class:`RunConfigMismatch`).
@@ -182,7 +217,8 @@ def check_run_config(
     (``paths``, relative to ``root``), not by its folder: a run resumed after the dataset
     folder moved (a copied cache with the phantom inside) carries on, and ``config.json`` is
     updated to the new folder. A ``config.json`` from before content keys is checked by folder.
-    ``config`` must be JSON-able (tuples compare as lists)."""
+    ``config`` must be JSON-able (tuples compare as lists); ``normalize`` maps a recorded
+    config to today's form before comparing (records written before a field's form changed)."""
     from raddino_lib.data.arrays import content_key
 
     path = run_dir / "config.json"
@@ -193,6 +229,8 @@ def check_run_config(
         return
     have = json.loads(path.read_text())
     hc, wc = have.get("config", {}), want["config"]
+    if normalize is not None:
+        hc = normalize(hc)
     diff = sorted(k for k in set(hc) | set(wc) if hc.get(k) != wc.get(k))
     if "data_key" in have:
         same_data = have["data_key"] == want["data_key"]
@@ -350,7 +388,8 @@ def pretrain(
             all_records = load_records(root)
             if rank == 0:
                 run_dir.mkdir(parents=True, exist_ok=True)
-                check_run_config(run_dir, _training_fields(cfg), root, all_records["path"])
+                check_run_config(run_dir, run_fields(cfg), root, all_records["path"],
+                                 normalize=_portable)  # fmt: skip
             records = select_pretrain_records(all_records, cfg)
             images = PretrainImages(root, records, cfg.image_size, progress=show)
         if world > 1:
