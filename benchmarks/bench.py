@@ -207,8 +207,8 @@ def matmul_peak(
             a = torch.randn(m, k, dtype=dtype)
             lin = torch.nn.Linear(k, n, bias=False, dtype=dtype)
             layers = {"F.linear": lin, "packed": PackedLinear(lin)}
-            if not packed_linear_supported():
-                del layers["packed"]
+            if dtype != torch.bfloat16 or not packed_linear_supported():
+                del layers["packed"]  # its fast path is bf16 only: it would time F.linear again
             iters = max(1, round(flops_per_shape / (2 * m * k * n)))
             row = by_shape.setdefault(f"{m}x{k}x{n}", {})
             for name, layer in layers.items():
